@@ -1,0 +1,92 @@
+"""Entry point of the ``mergegate`` command.
+
+Each subcommand lives in its own module with ``register(subparsers)``; the module imports heavy
+libraries only inside its handler so ``--help`` stays fast. This is the only place that turns
+exceptions into messages and exit codes: 0 pass, 1 blocked, 2 bad input, 3 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mergegate import __version__
+from mergegate.errors import InputError, MergegateError
+from mergegate.redact import redact
+
+EXIT_PASS, EXIT_BLOCKED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
+
+# (module, one-line help) in the order `mergegate --help` lists them.
+COMMAND_MODULES: list[str] = [
+    "mergegate.cli.merge_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mergegate",
+        description="Rebuild declared model merges, audit their safety alignment, gate publishing.",
+        epilog="Exit codes: 0 pass, 1 blocked by the gate, 2 bad input, 3 failure. "
+        "Set MERGEGATE_DEBUG=1 for tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"mergegate {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _format_validation_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", lambda: [])()
+    lines = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        lines.append(f"  field '{loc}': {err.get('msg')}")
+    return "invalid input:\n" + "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    debug = os.environ.get("MERGEGATE_DEBUG") == "1"
+    try:
+        return int(args.handler(args) or 0)
+    except MergegateError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"mergegate: error: {redact(exc.render())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mergegate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns anything into an exit code
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            print(f"mergegate: error: {redact(_format_validation_error(exc))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+            print(f"mergegate: error: {redact(str(exc))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if debug or os.environ.get("MERGEGATE_RAISE_ERRORS") == "1":
+            raise
+        print(f"mergegate: internal error: {redact(type(exc).__name__ + ': ' + str(exc))}\n"
+              "  hint: re-run with MERGEGATE_DEBUG=1 for a traceback and report it", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser", "InputError", "EXIT_PASS", "EXIT_BLOCKED", "EXIT_BAD_INPUT",
+           "EXIT_FAILURE"]
