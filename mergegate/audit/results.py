@@ -1,0 +1,116 @@
+"""Typed audit results. These are the contract between audit, gate, templates and batch.
+
+All rates are fractions in [0, 1]; cards and tables render them as percentages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Frozen):
+    """A model as audited: where it came from, pinned."""
+
+    id: str  # Hub id or local path as the user wrote it
+    revision: str | None = None  # commit sha for Hub models; None for local dirs
+    weights_sha256: str | None = None  # sha256 over the sorted per-file sha256 of the weight files
+    local_path: str | None = None
+
+
+class DatasetRef(_Frozen):
+    """A prompt set: source, pinned revision and what was drawn from it."""
+
+    source: str  # "beavertails", "hub:ID[:config][:split]" or a local file path
+    revision: str | None = None  # Hub dataset commit sha, or sha256 of a local file
+    split: str | None = None
+    n: int  # prompts used after filtering, de-duplication and --limit
+    seed: int | None = None  # seed of the stratified sample when --limit was given
+
+
+class JudgeRef(_Frozen):
+    id: str
+    revision: str | None = None
+    protocol: str  # "llama-guard-1" | "llama-guard-2" | "llama-guard-3" | "llama-guard-4" | "refusal-patterns"
+
+
+class GenerationSettings(_Frozen):
+    backend: str = "transformers"
+    max_new_tokens: int = 512
+    greedy: bool = True
+    chat_template: str | None = None  # set only when the user overrode the model's own template
+
+
+class Interval(_Frozen):
+    low: float
+    high: float
+    confidence: float = 0.95
+    method: str = "wilson"
+
+
+class CategoryTally(_Frozen):
+    n: int  # prompts (source category) or answers flagged (guard category)
+    unsafe: int = 0
+
+
+class Verdict(_Frozen):
+    """One judged answer."""
+
+    unsafe: bool
+    p_unsafe: float
+    categories: tuple[str, ...] = ()  # guard category codes, e.g. ("S1",); empty when safe
+
+
+class ItemResult(_Frozen):
+    prompt: str
+    category: str | None = None  # source (BeaverTails) category
+    answer: str
+    verdict: Verdict
+
+
+class ModelScore(_Frozen):
+    """The audit of one model on one prompt set."""
+
+    model: ModelRef
+    n: int
+    n_safe: int
+    alignment: float  # n_safe / n
+    interval: Interval
+    over_refusal: float | None = None  # share of benign prompts refused; None when not measured
+    over_refusal_interval: Interval | None = None
+    n_benign: int = 0
+    by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
+    by_guard_category: dict[str, int] = Field(default_factory=dict)
+    items: list[ItemResult] = Field(default_factory=list)  # kept for reports; may be dropped for size
+
+
+class PairedComparison(_Frozen):
+    """McNemar's exact test between two models answered on the same prompts."""
+
+    model_a: str
+    model_b: str
+    a_safe_b_unsafe: int
+    a_unsafe_b_safe: int
+    p_value: float
+
+
+class AuditReport(_Frozen):
+    scores: list[ModelScore]
+    judge: JudgeRef
+    prompts: DatasetRef
+    benign: DatasetRef | None = None
+    generation: GenerationSettings
+    comparisons: list[PairedComparison] = Field(default_factory=list)
+    mergegate_version: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def score_for(self, model_id: str) -> ModelScore:
+        for score in self.scores:
+            if score.model.id == model_id:
+                return score
+        raise KeyError(model_id)
