@@ -1,0 +1,132 @@
+"""mergegate vs mergekit 0.1.5: wall time and peak memory on the same recipes, in one run.
+
+Three ~100M-parameter random Llama "fine-tunes" plus their base (bfloat16, on local disk). Each tool
+runs as its own process (`mergegate merge` vs `mergekit-yaml`), alternating, REPEATS times; the
+best wall time and the peak RSS (wait4's ru_maxrss of that process) are reported, with ratios
+mergegate / mergekit. Inputs are read once beforehand so both start from a warm page cache.
+
+    ./dev bench merge_vs_mergekit [--params 100e6] [--repeats 2] [--json bench/results/merge_vs_mergekit.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def measure(cmd: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MiB, exit code) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0:
+        err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}\n{err}")
+    return wall, usage.ru_maxrss / 1024, rc
+
+
+def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
+    e = [str(p) for p in experts]
+    b = str(base)
+    return {
+        "linear": {"merge_method": "linear", "dtype": "bfloat16", "models": [
+            {"model": e[0], "parameters": {"weight": 0.5}}, {"model": e[1], "parameters": {"weight": 0.3}},
+            {"model": e[2], "parameters": {"weight": 0.2}}]},
+        "slerp": {"merge_method": "slerp", "base_model": b, "dtype": "bfloat16",
+                  "models": [{"model": b}, {"model": e[0]}],
+                  "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+                                       {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]}},
+        "ties": {"merge_method": "ties", "base_model": b, "dtype": "bfloat16", "models": [
+            {"model": e[0], "parameters": {"weight": 0.5, "density": 0.5}},
+            {"model": e[1], "parameters": {"weight": 0.3, "density": 0.5}},
+            {"model": e[2], "parameters": {"weight": 0.2, "density": 0.5}}]},
+        "dare_ties": {"merge_method": "dare_ties", "base_model": b, "dtype": "bfloat16", "models": [
+            {"model": e[0], "parameters": {"weight": 0.5, "density": 0.5}},
+            {"model": e[1], "parameters": {"weight": 0.3, "density": 0.5}},
+            {"model": e[2], "parameters": {"weight": 0.2, "density": 0.5}}]},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=float, default=100e6, help="parameters per model (default 100e6)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--methods", default="linear,slerp,ties,dare_ties")
+    ap.add_argument("--models-dir", default=None, help="reuse/keep the random models here")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "merge_vs_mergekit.json"))
+    args = ap.parse_args()
+
+    from mergegate.merging.random_models import make_family, shape_for_params
+
+    mergekit = BIN / "mergekit-yaml"
+    if not mergekit.exists():
+        raise SystemExit("mergekit is not installed: pip install -e '.[test]'")
+    work = Path(tempfile.mkdtemp(prefix="mergegate-bench-"))
+    models = Path(args.models_dir) if args.models_dir else work / "models"
+    shape = shape_for_params(int(args.params))
+    if not (models / "expert3" / "config.json").exists():
+        t = time.perf_counter()
+        make_family(models, 3, shape=shape, seed=0, dtype="bfloat16", shard_bytes=int(2e8))
+        print(f"built 4 random models of {shape.num_params / 1e6:.0f}M parameters in {time.perf_counter() - t:.0f}s",
+              file=sys.stderr)
+    base, experts = models / "base", [models / f"expert{i}" for i in (1, 2, 3)]
+    for f in models.rglob("*.safetensors"):  # warm the page cache for both tools alike
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+    rows = []
+    for name in args.methods.split(","):
+        cfg = work / f"{name}.yml"
+        cfg.write_text(yaml.safe_dump(recipes(base, experts)[name], sort_keys=False))
+        results: dict[str, list[tuple[float, float]]] = {"mergegate": [], "mergekit": []}
+        for _ in range(args.repeats):
+            for tool in ("mergekit", "mergegate"):
+                out = work / f"out-{tool}-{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = ([str(mergekit), str(cfg), str(out), "--random-seed", "0", "--quiet"] if tool == "mergekit"
+                       else [str(BIN / "mergegate"), "merge", str(cfg), str(out), "--seed", "0"])
+                wall, rss, _ = measure(cmd)
+                results[tool].append((wall, rss))
+                shutil.rmtree(out, ignore_errors=True)
+        ours_t = min(w for w, _ in results["mergegate"])
+        theirs_t = min(w for w, _ in results["mergekit"])
+        ours_m = max(m for _, m in results["mergegate"])
+        theirs_m = max(m for _, m in results["mergekit"])
+        rows.append({"method": name, "mergegate_s": round(ours_t, 2), "mergekit_s": round(theirs_t, 2),
+                     "time_ratio": round(ours_t / theirs_t, 3), "mergegate_peak_mib": round(ours_m),
+                     "mergekit_peak_mib": round(theirs_m), "memory_ratio": round(ours_m / theirs_m, 3)})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+
+    print(f"\n{shape.num_params / 1e6:.0f}M-parameter models x 4 (bf16), {os.cpu_count()} cores, "
+          f"{platform.processor() or platform.machine()}; best of {args.repeats}\n")
+    print("| method | mergegate (s) | mergekit (s) | time ratio | mergegate peak (MiB) | mergekit peak (MiB) | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}x | "
+              f"{r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | {r['memory_ratio']:.2f}x |")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"params_per_model": shape.num_params, "repeats": args.repeats,
+                               "cpu_count": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    if not args.models_dir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Run a merge plan tensor by tensor, streaming inputs from memory maps and outputs to disk.
+
+While one tensor is being merged, a background thread already reads, checks (NaN/Inf) and casts
+the inputs of the next one, so disk reads overlap with arithmetic. Stochastic methods get a
+generator seeded from (seed, tensor name): the result is bit-identical for a seed whatever the
+order or device scheduling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from mergegate.errors import MergeFailure, ModelFilesError
+from mergegate.merging.methods.base import MergeInput
+from mergegate.merging.plan import MergePlan, TensorTask
+from mergegate.merging.tensor_io import ShardedWriter
+
+
+def tensor_seed(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _load_inputs(plan: MergePlan, task: TensorTask, device: torch.device) -> list[torch.Tensor]:
+    tensors = []
+    for ref, name in task.inputs:
+        raw = plan.inputs[ref].reader.get(name)
+        if raw.is_floating_point() and not bool(torch.isfinite(raw).all()):
+            bad = int((~torch.isfinite(raw)).sum())
+            raise ModelFilesError(f"tensor '{name}' contains {bad} NaN/Inf value(s)", source=str(ref), field=name,
+                                  hint="the input checkpoint is broken; re-download or fix it before merging")
+        # a private copy-on-write view of the file when no cast is needed: methods may modify it in place
+        tensors.append(raw.to(device=device, dtype=task.compute_dtype) if raw.is_floating_point() else raw.to(device))
+    return tensors
+
+
+def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu", seed: int | None = None,
+                 progress: bool = False, on_tensor: Callable[[str], None] | None = None) -> None:
+    dev = torch.device(device)
+    method = plan.method
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan.tasks), unit="tensor", desc="merging", file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergegate-prefetch")
+    try:
+        pending: Future[list[torch.Tensor]] | None = None
+        for i, task in enumerate(plan.tasks):
+            if pending is None:
+                pending = pool.submit(_load_inputs, plan, task, dev)
+            tensors = pending.result()
+            pending = pool.submit(_load_inputs, plan, plan.tasks[i + 1], dev) if i + 1 < len(plan.tasks) else None
+            generator = None
+            if method.spec.stochastic:
+                generator = torch.Generator(device=dev)
+                generator.manual_seed(tensor_seed(seed or 0, task.out.name))
+            inp = MergeInput(tensors=tensors, base_index=task.base_index, per_input=task.per_input,
+                             shared=task.shared, name=task.out.name, generator=generator)
+            with torch.no_grad():
+                out = method.merge(inp)
+            if tuple(out.shape) != task.out.shape:
+                raise MergeFailure(f"merge_method '{method.spec.name}' produced shape {tuple(out.shape)} for "
+                                   f"{task.out.name}, expected {task.out.shape}")
+            writer.write(task.out.name, out.to(task.out.dtype))
+            del tensors, inp, out
+            if bar is not None:
+                bar.update(1)
+            if on_tensor is not None:
+                on_tensor(task.out.name)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,155 @@
+"""Turn a recipe's model reference into local files, pinned and recorded.
+
+* A local directory is used as it is (its weight files are hashed for provenance).
+* A Hub id (``org/name`` or ``org/name@revision``) is resolved to a commit sha first, then only
+  ``config.json``, tokenizer files, generation config and ``*.safetensors`` are downloaded at that
+  sha. ``.bin`` weights are refused unless the caller opts in (then only read with
+  ``weights_only=True``). With ``HF_HUB_OFFLINE=1`` everything comes from the local HF cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mergegate.errors import InputError, ModelFilesError
+from mergegate.hashing import combined_digest, sha256_file
+from mergegate.merging.config import ModelReference
+
+log = logging.getLogger(__name__)
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+METADATA_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
+                     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                     "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                     "README.md", "mergekit_config.yml", "LICENSE*"]
+SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+
+
+@dataclass
+class ResolvedModel:
+    """A model ready to read: local files plus where they came from."""
+
+    ref: ModelReference
+    path: Path
+    source: str  # "local" or "hub"
+    revision: str | None = None  # commit sha (Hub)
+    file_hashes: dict[str, str] = field(default_factory=dict)  # weight file name -> sha256
+
+    @property
+    def name(self) -> str:
+        return str(self.ref)
+
+    def weight_files(self) -> list[Path]:
+        files = sorted(self.path.glob("*.safetensors"))
+        if not files:
+            files = sorted(self.path.glob("pytorch_model*.bin"))
+        return files
+
+    def hash_weights(self) -> dict[str, str]:
+        """sha256 of each weight file (cached by path, size and mtime)."""
+        if not self.file_hashes:
+            self.file_hashes = {p.name: sha256_file(p) for p in self.weight_files()}
+        return self.file_hashes
+
+    @property
+    def weights_sha256(self) -> str:
+        return combined_digest(self.hash_weights())
+
+    def provenance(self) -> dict[str, object]:
+        return {"id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
+                "source": self.source, "files": dict(self.hash_weights()),
+                "weights_sha256": self.weights_sha256}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_local(ref: ModelReference) -> bool:
+    return Path(ref.path).expanduser().is_dir()
+
+
+def resolve_model(ref: ModelReference, *, allow_bin: bool = False, token: str | bool | None = None,
+                  cache_dir: str | Path | None = None) -> ResolvedModel:
+    """Local directory or Hub download at a pinned commit sha."""
+    path = Path(ref.path).expanduser()
+    if path.is_dir():
+        if ref.revision:
+            raise InputError(f"'{ref}' is a local directory; a revision (@{ref.revision}) only applies "
+                             "to Hub ids", field="model", hint="drop the @revision suffix")
+        model = ResolvedModel(ref=ref, path=path.resolve(), source="local")
+        check_weight_files(model, allow_bin=allow_bin)
+        return model
+    if path.exists() or ref.path.startswith(("/", "./", "../", "~")) or not _HUB_ID_RE.match(ref.path):
+        raise InputError(f"model '{ref.path}' is neither a local directory nor a Hub id", field="model",
+                         hint="give a directory with config.json and *.safetensors, or org/name[@revision]")
+    return _resolve_hub(ref, allow_bin=allow_bin, token=token, cache_dir=cache_dir)
+
+
+def _resolve_hub(ref: ModelReference, *, allow_bin: bool, token: str | bool | None,
+                 cache_dir: str | Path | None) -> ResolvedModel:
+    import huggingface_hub
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    sha: str | None = ref.revision if ref.revision and _SHA_RE.match(ref.revision) else None
+    lfs_hashes: dict[str, str] = {}
+    filenames: list[str] = []
+    if not _offline():
+        try:
+            info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
+                                                      token=token)
+        except (RepositoryNotFoundError, GatedRepoError) as exc:
+            raise InputError(f"Hub model '{ref.path}' not found or not accessible ({type(exc).__name__})",
+                             field="model", hint="check the id; log in with `hf auth login` for gated models"
+                             ) from None
+        except RevisionNotFoundError:
+            raise InputError(f"revision '{ref.revision}' not found in '{ref.path}'", field="model") from None
+        sha = info.sha
+        for sibling in info.siblings or []:
+            filenames.append(sibling.rfilename)
+            lfs = getattr(sibling, "lfs", None)
+            if lfs is not None and getattr(lfs, "sha256", None):
+                lfs_hashes[sibling.rfilename] = lfs.sha256
+    has_st = any(f.endswith(".safetensors") for f in filenames) if filenames else True
+    if filenames and not has_st and not allow_bin:
+        raise ModelFilesError(f"'{ref.path}' has no safetensors weights (only pickled .bin files)",
+                              field="model", hint="pass --allow-bin to read them safely with weights_only=True, "
+                              "or use a safetensors conversion of the model")
+    patterns = METADATA_PATTERNS + SAFETENSORS_PATTERNS + (BIN_PATTERNS if (allow_bin and not has_st) else [])
+    try:
+        local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
+                                                  cache_dir=cache_dir, token=token,
+                                                  local_files_only=_offline())
+    except LocalEntryNotFoundError:
+        raise InputError(f"'{ref}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+                         field="model", hint="download it once online, or unset HF_HUB_OFFLINE") from None
+    local_path = Path(local)
+    sha = sha or local_path.name  # snapshot folders are named by commit sha
+    model = ResolvedModel(ref=ref, path=local_path, source="hub", revision=sha)
+    weight_names = {p.name for p in model.weight_files()}
+    if lfs_hashes and weight_names <= set(lfs_hashes):
+        model.file_hashes = {n: lfs_hashes[n] for n in sorted(weight_names)}
+    check_weight_files(model, allow_bin=allow_bin)
+    return model
+
+
+def check_weight_files(model: ResolvedModel, *, allow_bin: bool) -> None:
+    if not (model.path / "config.json").is_file():
+        raise ModelFilesError("no config.json", source=str(model.path),
+                              hint="a model directory needs config.json next to its weights")
+    if any(model.path.glob("*.safetensors")):
+        return
+    if any(model.path.glob("pytorch_model*.bin")):
+        if not allow_bin:
+            raise ModelFilesError("only pickled .bin weights found; mergegate reads safetensors by default",
+                                  source=str(model.path),
+                                  hint="convert to safetensors, or pass --allow-bin (read with weights_only=True)")
+        return
+    raise ModelFilesError("no weight files (*.safetensors) found", source=str(model.path))
