@@ -316,24 +316,38 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 
 def parse_merge_config(data: Any, *, source: str = "<config>") -> MergeConfig:
     """Validate a decoded recipe; every problem becomes one ConfigError naming the field."""
+    from mergegate.errors import MergegateError
+    from mergegate.merging.methods import get_method
+
     if not isinstance(data, dict):
         raise ConfigError("a merge config must be a YAML mapping with at least 'merge_method'",
                           source=source, hint="see mergekit's examples/*.yml")
+    method = data.get("merge_method")
+    if isinstance(method, str):
+        try:
+            get_method(method)
+        except MergegateError as exc:  # keep the precise type (UnsupportedMethodError) and hint
+            raise type(exc)(exc.message, source=source, field="merge_method", hint=exc.hint) from None
     try:
         return MergeConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        first_field = None
+        problems: list[tuple[str, str]] = []
+        hint = "fix the field; `mergegate merge --dry-run CONFIG` validates without merging"
         for err in exc.errors():
             where = _format_location(tuple(err.get("loc", ())))
-            first_field = first_field or where
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
+            original = (err.get("ctx") or {}).get("error")
+            if isinstance(original, MergegateError):
+                msg = original.message
+                hint = original.hint or hint
+            elif err.get("type") == "extra_forbidden":
                 msg = "unknown field (check the spelling against mergekit's schema)"
-            problems.append(f"{where}: {msg}")
-        raise ConfigError("; ".join(problems), source=source, field=first_field,
-                          hint="fix the field above; `mergegate merge --dry-run` validates without merging"
-                          ) from None
+            else:
+                msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            problems.append((where, msg))
+        if len(problems) == 1:
+            raise ConfigError(problems[0][1], source=source, field=problems[0][0], hint=hint) from None
+        raise ConfigError(f"{len(problems)} problems: " + "; ".join(f"'{w}': {m}" for w, m in problems),
+                          source=source, hint=hint) from None
 
 
 def load_merge_config(path_or_text: str | Path | dict[str, Any]) -> tuple[MergeConfig, str]:

@@ -228,8 +228,8 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
 
     first, last = slices[0], slices[-1]
     lead = inputs[first.sources[0].model].layout
-    pre = lead.pre
-    post = list(inputs[last.sources[0].model].layout.post)
+    pre = list(dict.fromkeys(n for s in first.sources for n in inputs[s.model].layout.pre))
+    post = list(dict.fromkeys(n for s in last.sources for n in inputs[s.model].layout.post))
     # an untied head stored by some inputs only: plan it when any source of the last slice has it
     for name in TIED_ALIASES:
         if name not in post and any(name in inputs[s.model].reader.tensors for s in last.sources):
@@ -246,9 +246,10 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
                                   field="slices.sources.layer_range")
         for i in range(n):
             t = i / (n - 1) if n > 1 else 1.0
-            src0 = sl.sources[0]
-            lay0 = inputs[src0.model].layout
-            for suffix in lay0.layers.get(src0.layer_range[0] + i, []):
+            suffixes: dict[str, None] = {}  # union over sources, first source's order first
+            for s in sl.sources:
+                suffixes.update(dict.fromkeys(inputs[s.model].layout.layers.get(s.layer_range[0] + i, [])))
+            for suffix in suffixes:
                 names = [inputs[s.model].layout.layer_tensor(s.layer_range[0] + i, suffix) for s in sl.sources]
                 assert out_prefix is not None
                 plan_tensor(f"{out_prefix}{out_layer}.{suffix}", sl, names, t, f"layer {out_layer}")

@@ -66,14 +66,16 @@ class LlamaShape:
 
 
 def shape_for_params(target: int, *, layers: int = 8, vocab: int = 32000) -> LlamaShape:
-    """A Llama shape with roughly ``target`` parameters (for benchmarks)."""
+    """The smallest Llama shape (hidden size a multiple of 64) with at least ``target`` parameters."""
+
+    def shape(hidden: int) -> LlamaShape:
+        return LlamaShape(hidden=hidden, intermediate=hidden * 8 // 3 // 64 * 64, layers=layers,
+                          heads=max(1, hidden // 64), kv_heads=max(1, hidden // 128), vocab=vocab)
+
     hidden = 64
-    while LlamaShape(hidden=hidden + 64, intermediate=(hidden + 64) * 8 // 3 // 64 * 64, layers=layers,
-                     heads=max(1, (hidden + 64) // 64), kv_heads=max(1, (hidden + 64) // 128),
-                     vocab=vocab).num_params < target:
+    while shape(hidden).num_params < target:
         hidden += 64
-    return LlamaShape(hidden=hidden, intermediate=hidden * 8 // 3 // 64 * 64, layers=layers,
-                      heads=max(1, hidden // 64), kv_heads=max(1, hidden // 128), vocab=vocab)
+    return shape(hidden)
 
 
 def _save(path: Path, state: dict[str, torch.Tensor], shape: LlamaShape, dtype: str, shard_bytes: int | None) -> None:

@@ -16,7 +16,7 @@ from mergegate.merging import run_merge
 from mergegate.merging.config import load_merge_config
 from mergegate.merging.random_models import LlamaShape, make_family
 
-from .conftest import TINY, write_config
+from merge_helpers import TINY, write_config
 
 
 @pytest.fixture()

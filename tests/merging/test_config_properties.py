@@ -15,7 +15,7 @@ from mergegate.merging.config import (ConditionalParameter, ModelReference, extr
 from mergegate.merging.methods.base import ParamSpec, Scope
 from mergegate.merging.parameters import evaluate_setting, resolve_parameter
 
-from .conftest import load_dir
+from merge_helpers import load_dir
 
 WEIGHT = ParamSpec("weight", float, Scope.INPUT)
 names = st.from_regex(r"[a-z][a-z0-9_\-]{0,8}/[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,12}", fullmatch=True)

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from mergegate.cli.main import main
 from mergegate.merging import run_merge
 
-from .conftest import load_dir, write_config
+from merge_helpers import load_dir, write_config
 
 
 def _recipe(f: dict[str, Path]) -> dict:
