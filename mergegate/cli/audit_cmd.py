@@ -1,0 +1,93 @@
+"""``mergegate audit``: score the safety alignment of one or more models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "audit", help="score models' safety alignment (Llama Guard on unsafe prompts)",
+        description="Generate answers to unsafe prompts with each MODEL, judge them with a Llama Guard "
+                    "model and report the share of safe answers (alignment) with a 95%% Wilson interval, "
+                    "plus over-refusal on benign prompts.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="local model dir or Hub id[@revision]")
+    p.add_argument("--prompts", default="beavertails", metavar="SRC",
+                   help="beavertails (default), hub:ID[:config][:split], or a .jsonl/.parquet file with 'prompt'")
+    p.add_argument("--benign", default="xstest", metavar="SRC|none",
+                   help="benign prompts for over-refusal: xstest (default), a source as above, or none")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="audit a seeded, category-stratified sample of N prompts")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the --limit sample (default 0)")
+    p.add_argument("--judge", default="meta-llama/Llama-Guard-3-8B", metavar="ID|PATH",
+                   help="Llama Guard Hub id or local dir, or refusal-patterns (default meta-llama/Llama-Guard-3-8B)")
+    p.add_argument("--judge-protocol", default=None, metavar="NAME",
+                   choices=["llama-guard-1", "llama-guard-2", "llama-guard-3", "llama-guard-4"],
+                   help="force the judge protocol when it cannot be detected from the id or files")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="device (default cpu)")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="answer length cap (default 512)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="prompts per batch")
+    p.add_argument("--cache", default=None, metavar="PATH",
+                   help="cache file or dir (default $MERGEGATE_CACHE_DIR or the user cache dir)")
+    p.add_argument("--chat-template", default=None, metavar="FILE", help="Jinja chat template overriding the models'")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the Hub")
+    p.add_argument("--allow-pickle", action="store_true", help="accept *.bin pickle weights (trusted models only)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the JSON report to OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
+    rows = [("model", "alignment", "95% CI", "over-refusal", "n")]
+    for s in report.scores:
+        over = "-" if s.over_refusal is None else f"{_pct(s.over_refusal)} (n={s.n_benign})"
+        rows.append((s.model.id, _pct(s.alignment), f"{_pct(s.interval.low)}-{_pct(s.interval.high)}",
+                     over, str(s.n)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"judge: {report.judge.id} ({report.judge.protocol})"
+                 + (f" @ {report.judge.revision[:12]}" if report.judge.revision else "")
+                 + f"; prompts: {report.prompts.source} (n={report.prompts.n})")
+    for c in report.comparisons:
+        lines.append(f"McNemar {c.model_a} vs {c.model_b}: {c.a_safe_b_unsafe}/{c.a_unsafe_b_safe} "
+                     f"discordant, p={c.p_value:.3g}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from mergegate.audit.api import audit_models
+
+    report = audit_models(
+        args.models, prompts=args.prompts, benign=None if args.benign.lower() == "none" else args.benign,
+        judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
+        chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle)
+    print(format_table(report))
+    if args.json:
+        write_json_atomic(Path(args.json), report.model_dump_json(indent=2) + "\n")
+        print(f"report written to {args.json}", file=sys.stderr)
+    return 0
