@@ -1,0 +1,145 @@
+"""DARE and DELLA: the kept fraction, the L1 rescale and seed reproducibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mergegate.errors import ConfigError
+from mergegate.merging.methods import get_method
+from mergegate.merging.methods.base import MergeInput
+from mergegate.merging.methods.sparsify import bernoulli_mask, della_probabilities, sparsify
+
+N = 200_000
+
+
+def _pair(n=N, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, generator=g)
+    delta = torch.randn(n, generator=g)
+    delta[delta == 0] = 1.0  # every element of the task vector is non-zero
+    return base.to(dtype), (base + delta).to(dtype)
+
+
+def merge(name, tensors, per, shared, seed, name_=""):
+    method = get_method(name)
+    full = {p.name: p.default for p in method.spec.shared_params if not p.required}
+    full.update(shared)
+    per_input = [{}] + [
+        {**{q.name: q.default for q in method.spec.input_params if not q.required}, **p} for p in per
+    ]
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    return method.merge(MergeInput(tensors=tensors, base_index=0, per_input=per_input, shared=full,
+                                   name=name_, generator=gen))
+
+
+def _binomial_ok(kept: int, n: int, p: float, sigmas: float = 6.0) -> bool:
+    return abs(kept - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1
+
+
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.5, 0.9, 0.53217])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dare_kept_fraction(density, dtype):
+    base, x = _pair(dtype=dtype)
+    delta = x - base
+    masked = sparsify(delta, density, "random", generator=torch.Generator().manual_seed(3))
+    keep = masked != 0
+    assert _binomial_ok(int(keep.sum()), int(torch.count_nonzero(delta)), density)
+    assert torch.equal(masked[keep], delta[keep])  # the kept elements are untouched
+    if dtype == torch.float32:  # and through the merge
+        out = merge("dare_linear", [base, x], [{"weight": 1.0, "density": density}], {"rescale": False}, seed=3)
+        assert torch.equal(out, base + masked)
+
+
+@pytest.mark.parametrize("p", [1e-4, 0.25, 0.5, 0.5 + 2**-20, 0.999])
+def test_bernoulli_mask_probability(p):
+    g = torch.Generator().manual_seed(11)
+    n = 2_000_000
+    kept = int(bernoulli_mask((n,), p, g, torch.device("cpu")).sum())
+    assert _binomial_ok(kept, n, p)
+
+
+def test_bernoulli_mask_resolves_below_2_pow_16():
+    """p just above k/65536: the second 16-bit level must add exactly the fractional part."""
+    g = torch.Generator().manual_seed(12)
+    n = 4_000_000
+    lo = 1000 / 65536
+    kept = int(bernoulli_mask((n,), lo + 0.5 / 65536, g, torch.device("cpu")).sum())
+    assert _binomial_ok(kept, n, lo + 0.5 / 65536, sigmas=5)
+    assert kept > n * lo + 0.5 * n / 65536 * 0.5  # clearly above the 16-bit-quantised probability
+
+
+@pytest.mark.parametrize("name,extra", [("dare_linear", {}), ("della_linear", {"epsilon": 0.1})])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rescale_preserves_l1_norm(name, extra, dtype):
+    base, x = _pair(dtype=dtype)
+    out = merge(name, [base, x], [{"weight": 1.0, "density": 0.3, **extra}], {"rescale": True}, seed=5)
+    delta = (x - base).float()
+    merged = (out - base).float()
+    assert int(torch.count_nonzero(merged)) < 0.5 * N
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert abs(merged.abs().sum() / delta.abs().sum() - 1) < tol
+
+
+@pytest.mark.parametrize("name", ["dare_ties", "dare_linear", "della", "della_linear"])
+def test_same_seed_same_result_other_seed_differs(name):
+    base, x = _pair(n=5000)
+    _, y = _pair(n=5000, seed=1)
+    per = [{"weight": 0.6, "density": 0.4}, {"weight": 0.4, "density": 0.6}]
+    a = merge(name, [base, x, y], per, {}, seed=7)
+    b = merge(name, [base, x, y], per, {}, seed=7)
+    c = merge(name, [base, x, y], per, {}, seed=8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_della_kept_fraction_and_rank_dependence():
+    base, x = _pair()
+    density, eps = 0.4, 0.15
+    out = merge("della_linear", [base, x], [{"weight": 1.0, "density": density, "epsilon": eps}],
+                {"rescale": False}, seed=9)
+    delta = x - base
+    keep = (out - base) != 0
+    assert _binomial_ok(int(keep.sum()), N, density)
+    # p rises linearly with the magnitude rank: the top half keeps density + eps/2 on average
+    top = delta.abs() >= delta.abs().median()
+    assert abs(float(keep[top].float().mean()) - (density + eps / 2)) < 0.01
+    assert abs(float(keep[~top].float().mean()) - (density - eps / 2)) < 0.01
+
+
+def test_della_probabilities_per_row():
+    delta = torch.tensor([[0.1, -3.0, 2.0], [5.0, 0.0, -1.0]])
+    probs = della_probabilities(delta, 0.5, 0.2)
+    torch.testing.assert_close(probs, torch.tensor([[0.3, 0.7, 0.5], [0.7, 0.3, 0.5]]))
+    one_d = della_probabilities(torch.tensor([3.0, 1.0, 2.0, -4.0, 0.5]), 0.5, 0.2)
+    torch.testing.assert_close(one_d, torch.tensor([0.6, 0.4, 0.5, 0.7, 0.3]))
+
+
+@pytest.mark.parametrize("density,epsilon", [(0.1, 0.15), (0.9, 0.1), (0.5, 0.5)])
+def test_della_bad_epsilon_is_a_config_error(density, epsilon):
+    base, x = _pair(n=100)
+    with pytest.raises(ConfigError) as info:
+        merge("della", [base, x], [{"weight": 1.0, "density": density, "epsilon": epsilon}], {}, seed=1)
+    assert info.value.field == "epsilon"
+
+
+def test_density_edge_cases():
+    base, x = _pair(n=1000)
+    delta = x - base
+    for method in ("random", "magnitude", "magnitude_outliers", "della_magprune"):
+        assert torch.equal(sparsify(delta, 1.0, method, epsilon=0.1), delta)
+        assert not torch.count_nonzero(sparsify(delta, 0.0, method, epsilon=0.1, generator=torch.Generator()))
+    # magnitude keeps at least one element for any positive density
+    assert int(torch.count_nonzero(sparsify(delta, 1e-9, "magnitude"))) == 1
+
+
+def test_dare_ties_zero_density_input_still_counts_in_no_consensus_divisor():
+    """mergekit: a fully dropped input contributes zeros; dare_linear with normalize divides by
+    the sum of all weights."""
+    base, x = _pair(n=1000)
+    out = merge("dare_linear", [base, x, x.clone()], [{"weight": 1.0, "density": 0.0},
+                                                      {"weight": 1.0, "density": 1.0}],
+                {"normalize": True}, seed=2)
+    torch.testing.assert_close(out, base + (x - base) / 2)
