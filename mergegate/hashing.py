@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 _LOCK = threading.Lock()
@@ -65,9 +66,6 @@ def sha256_file(path: str | Path, *, use_cache: bool = True) -> str:
     return digest
 
 
-def combined_digest(file_hashes: dict[str, str]) -> str:
-    """One sha256 over ``name:hash`` lines of the files, sorted by name."""
-    h = hashlib.sha256()
-    for name in sorted(file_hashes):
-        h.update(f"{name}:{file_hashes[name]}\n".encode())
-    return h.hexdigest()
+def weights_digest(file_hashes: Iterable[str]) -> str:
+    """A model's weights fingerprint: sha256 over its weight files' sha256, sorted (names don't count)."""
+    return hashlib.sha256("\n".join(sorted(file_hashes)).encode()).hexdigest()

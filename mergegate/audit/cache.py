@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mergegate.audit.results import Verdict
+from mergegate.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 DB_NAME = "audit.sqlite3"
@@ -151,11 +152,7 @@ class AuditCache:
                            key).fetchone()
         if row:
             return str(row[0])
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = sha256_file(p, use_cache=False)
         with conn:
             conn.execute("INSERT OR IGNORE INTO file_hashes VALUES (?, ?, ?, ?)", (*key, digest))
         return digest

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for random methods (dare_*, della*)")
     p.add_argument("--out-shard-size", default="5B",
                    help="max bytes per output shard, K/M/B suffixes as mergekit (default: 5B)")
-    p.add_argument("--allow-bin", action="store_true",
-                   help="read pickled .bin weights (safely, weights_only=True) when no safetensors exist")
+    p.add_argument("--allow-pickle", "--allow-bin", dest="allow_pickle", action="store_true",
+                   help="read pickled .bin weights (with weights_only=True) when a model has no safetensors")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan without merging")
     p.set_defaults(handler=_run)
 
@@ -28,12 +28,12 @@ def _run(args: argparse.Namespace) -> int:
 
     config, text = load_merge_config(args.config)
     if args.dry_run:
-        print(plan_merge(config, allow_bin=args.allow_bin).summary())
+        print(plan_merge(config, allow_pickle=args.allow_pickle).summary())
         return 0
     if not args.out_dir:
         raise InputError("OUT_DIR is required unless --dry-run is given", field="out_dir")
     result = run_merge(config, args.out_dir, device=args.device, seed=args.seed,
-                       out_shard_size=args.out_shard_size, allow_bin=args.allow_bin, progress=True,
+                       out_shard_size=args.out_shard_size, allow_pickle=args.allow_pickle, progress=True,
                        config_text=text)
     seed = f", seed {result.seed}" if result.seed is not None else ""
     print(f"merged {result.num_tensors} tensors ({result.total_bytes / 1e9:.3f} GB) into {result.out_dir} "

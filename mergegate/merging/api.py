@@ -43,15 +43,15 @@ class MergeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _resolve_all(config: MergeConfig, *, allow_bin: bool) -> dict[ModelReference, ResolvedModel]:
-    return {ref: resolve_model(ref, allow_bin=allow_bin) for ref in config.referenced_models()}
+def _resolve_all(config: MergeConfig, *, allow_pickle: bool) -> dict[ModelReference, ResolvedModel]:
+    return {ref: resolve_model(ref, allow_pickle=allow_pickle) for ref in config.referenced_models()}
 
 
-def plan_merge(config: str | Path | dict[str, Any] | MergeConfig, *, allow_bin: bool = False) -> MergePlan:
+def plan_merge(config: str | Path | dict[str, Any] | MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
     """Validate the recipe, resolve (and if needed download) the inputs and plan every tensor."""
     cfg = config if isinstance(config, MergeConfig) else load_merge_config(config)[0]
-    models = _resolve_all(cfg, allow_bin=allow_bin)
-    return build_plan(cfg, load_inputs(models, allow_bin=allow_bin))
+    models = _resolve_all(cfg, allow_pickle=allow_pickle)
+    return build_plan(cfg, load_inputs(models, allow_pickle=allow_pickle))
 
 
 def _check_device(device: str) -> str:
@@ -78,7 +78,7 @@ def _atomic_replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | Path, *, device: str = "cpu",
-              seed: int | None = None, out_shard_size: str | int | None = None, allow_bin: bool = False,
+              seed: int | None = None, out_shard_size: str | int | None = None, allow_pickle: bool = False,
               progress: bool = False, config_text: str | None = None) -> MergeResult:
     """Rebuild a merge recipe into ``out_dir`` (mergekit-compatible layout).
 
@@ -93,7 +93,7 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
         text = config_text or text
     device = _check_device(device)
     max_shard = parse_size(out_shard_size)
-    plan = plan_merge(cfg, allow_bin=allow_bin)
+    plan = plan_merge(cfg, allow_pickle=allow_pickle)
     if plan.method.spec.stochastic and seed is None:
         seed = secrets.randbits(31)
         log.warning("merge_method %s is random and no --seed was given: using seed %d (recorded)",

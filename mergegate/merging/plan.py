@@ -97,10 +97,10 @@ def _read_config(model: ResolvedModel) -> dict[str, Any]:
         raise ModelFilesError(f"cannot read config.json ({exc})", source=str(model.path)) from None
 
 
-def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_bin: bool) -> dict[ModelReference, InputModel]:
+def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_pickle: bool) -> dict[ModelReference, InputModel]:
     out: dict[ModelReference, InputModel] = {}
     for ref, model in models.items():
-        reader = ModelReader(model.path, allow_bin=allow_bin, label=str(ref))
+        reader = ModelReader(model.path, allow_pickle=allow_pickle, label=str(ref))
         try:
             layout = read_layout(reader.tensors)
         except ValueError as exc:

@@ -16,19 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergegate.errors import InputError, ModelFilesError
-from mergegate.hashing import combined_digest, sha256_file
+from mergegate.hashing import sha256_file, weights_digest
 from mergegate.merging.config import ModelReference
 
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-METADATA_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
-                     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                     "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-                     "README.md", "mergekit_config.yml", "LICENSE*"]
-SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
-BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+# configs (model, generation, tokenizer, judge), tokenizer files, chat templates, card and recipe
+METADATA_PATTERNS = ["*.json", "tokenizer*", "*.jinja", "*.model", "*.tiktoken", "*.txt", "README.md",
+                     "mergekit_config.yml", "LICENSE*"]
+SAFETENSORS_PATTERNS = ["*.safetensors"]
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
+
+
+PICKLE_HINT = ("convert the model to safetensors, or pass --allow-pickle if you trust it (it is then read "
+               "with torch.load(weights_only=True), never unpickled freely)")
 
 
 @dataclass
@@ -47,9 +50,7 @@ class ResolvedModel:
 
     def weight_files(self) -> list[Path]:
         files = sorted(self.path.glob("*.safetensors"))
-        if not files:
-            files = sorted(self.path.glob("pytorch_model*.bin"))
-        return files
+        return files or pickle_weight_files(self.path)
 
     def hash_weights(self) -> dict[str, str]:
         """sha256 of each weight file (cached by path, size and mtime)."""
@@ -59,12 +60,16 @@ class ResolvedModel:
 
     @property
     def weights_sha256(self) -> str:
-        return combined_digest(self.hash_weights())
+        return weights_digest(self.hash_weights().values())
 
     def provenance(self) -> dict[str, object]:
         return {"id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
                 "source": self.source, "files": dict(self.hash_weights()),
                 "weights_sha256": self.weights_sha256}
+
+
+def pickle_weight_files(path: Path) -> list[Path]:
+    return sorted(f for pat in PICKLE_PATTERNS for f in path.glob(pat) if "training_args" not in f.name)
 
 
 def _offline() -> bool:
@@ -75,7 +80,7 @@ def is_local(ref: ModelReference) -> bool:
     return Path(ref.path).expanduser().is_dir()
 
 
-def resolve_model(ref: ModelReference, *, allow_bin: bool = False, token: str | bool | None = None,
+def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str | bool | None = None,
                   cache_dir: str | Path | None = None) -> ResolvedModel:
     """Local directory or Hub download at a pinned commit sha."""
     path = Path(ref.path).expanduser()
@@ -84,15 +89,18 @@ def resolve_model(ref: ModelReference, *, allow_bin: bool = False, token: str | 
             raise InputError(f"'{ref}' is a local directory; a revision (@{ref.revision}) only applies "
                              "to Hub ids", field="model", hint="drop the @revision suffix")
         model = ResolvedModel(ref=ref, path=path.resolve(), source="local")
-        check_weight_files(model, allow_bin=allow_bin)
+        check_weight_files(model, allow_pickle=allow_pickle)
         return model
-    if path.exists() or ref.path.startswith(("/", "./", "../", "~")) or not _HUB_ID_RE.match(ref.path):
+    if path.exists() or ref.path.startswith(("/", "./", "../", "~", ".")):
+        raise InputError(f"model directory not found: '{ref.path}'", field="model",
+                         hint="give a directory with config.json and *.safetensors, or a Hub id org/name[@revision]")
+    if not _HUB_ID_RE.match(ref.path):
         raise InputError(f"model '{ref.path}' is neither a local directory nor a Hub id", field="model",
                          hint="give a directory with config.json and *.safetensors, or org/name[@revision]")
-    return _resolve_hub(ref, allow_bin=allow_bin, token=token, cache_dir=cache_dir)
+    return _resolve_hub(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
 
 
-def _resolve_hub(ref: ModelReference, *, allow_bin: bool, token: str | bool | None,
+def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool | None,
                  cache_dir: str | Path | None) -> ResolvedModel:
     import huggingface_hub
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
@@ -118,38 +126,37 @@ def _resolve_hub(ref: ModelReference, *, allow_bin: bool, token: str | bool | No
             if lfs is not None and getattr(lfs, "sha256", None):
                 lfs_hashes[sibling.rfilename] = lfs.sha256
     has_st = any(f.endswith(".safetensors") for f in filenames) if filenames else True
-    if filenames and not has_st and not allow_bin:
-        raise ModelFilesError(f"'{ref.path}' has no safetensors weights (only pickled .bin files)",
-                              field="model", hint="pass --allow-bin to read them safely with weights_only=True, "
-                              "or use a safetensors conversion of the model")
-    patterns = METADATA_PATTERNS + SAFETENSORS_PATTERNS + (BIN_PATTERNS if (allow_bin and not has_st) else [])
+    if filenames and not has_st and not allow_pickle:
+        raise ModelFilesError(f"'{ref.path}' has no safetensors weight files (only pickled .bin files)",
+                              field="model", hint=PICKLE_HINT)
+    patterns = METADATA_PATTERNS + SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if (allow_pickle and not has_st) else [])
     try:
         local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
                                                   cache_dir=cache_dir, token=token,
                                                   local_files_only=_offline())
     except LocalEntryNotFoundError:
-        raise InputError(f"'{ref}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                         field="model", hint="download it once online, or unset HF_HUB_OFFLINE") from None
+        raise InputError(f"could not download the model '{ref}': it is not in the local Hugging Face cache "
+                         "and HF_HUB_OFFLINE is set", field="model",
+                         hint="download it once online, or unset HF_HUB_OFFLINE") from None
     local_path = Path(local)
     sha = sha or local_path.name  # snapshot folders are named by commit sha
     model = ResolvedModel(ref=ref, path=local_path, source="hub", revision=sha)
     weight_names = {p.name for p in model.weight_files()}
     if lfs_hashes and weight_names <= set(lfs_hashes):
         model.file_hashes = {n: lfs_hashes[n] for n in sorted(weight_names)}
-    check_weight_files(model, allow_bin=allow_bin)
+    check_weight_files(model, allow_pickle=allow_pickle)
     return model
 
 
-def check_weight_files(model: ResolvedModel, *, allow_bin: bool) -> None:
+def check_weight_files(model: ResolvedModel, *, allow_pickle: bool) -> None:
     if not (model.path / "config.json").is_file():
         raise ModelFilesError("no config.json", source=str(model.path),
                               hint="a model directory needs config.json next to its weights")
     if any(model.path.glob("*.safetensors")):
         return
-    if any(model.path.glob("pytorch_model*.bin")):
-        if not allow_bin:
-            raise ModelFilesError("only pickled .bin weights found; mergegate reads safetensors by default",
-                                  source=str(model.path),
-                                  hint="convert to safetensors, or pass --allow-bin (read with weights_only=True)")
+    if pickle_weight_files(model.path):
+        if not allow_pickle:
+            raise ModelFilesError("no safetensors weight files: only pickled .bin weights found",
+                                  source=str(model.path), hint=PICKLE_HINT)
         return
     raise ModelFilesError("no weight files (*.safetensors) found", source=str(model.path))

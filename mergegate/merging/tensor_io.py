@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mergegate.errors import ModelFilesError
+from mergegate.merging.resolver import pickle_weight_files
 
 ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -100,7 +101,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
 class ModelReader:
     """Lazy, validated access to one model's tensors."""
 
-    def __init__(self, directory: Path, *, allow_bin: bool = False, label: str | None = None) -> None:
+    def __init__(self, directory: Path, *, allow_pickle: bool = False, label: str | None = None) -> None:
         self.directory = Path(directory)
         self.label = label or str(directory)
         self.tensors: dict[str, TensorInfo] = {}
@@ -114,7 +115,7 @@ class ModelReader:
                                               field=name)
                     self.tensors[name] = info
             self._check_index()
-        elif allow_bin and sorted(self.directory.glob("pytorch_model*.bin")):
+        elif allow_pickle and pickle_weight_files(self.directory):
             self._load_bin()
         else:
             raise ModelFilesError("no *.safetensors weights", source=self.label)
@@ -138,7 +139,7 @@ class ModelReader:
 
     def _load_bin(self) -> None:
         state: dict[str, torch.Tensor] = {}
-        for file in sorted(self.directory.glob("pytorch_model*.bin")):
+        for file in pickle_weight_files(self.directory):
             try:
                 # weights_only: never unpickle arbitrary objects
                 part = torch.load(file, map_location="cpu", weights_only=True, mmap=True)

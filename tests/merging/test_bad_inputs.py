@@ -136,7 +136,7 @@ def test_no_weights_only_bin_is_refused(pair, tmp_path):
     with pytest.raises(ModelFilesError, match="pickled"):
         run_merge(_ta(base, e1), tmp_path / "out")
     # opting in reads it with weights_only=True
-    result = run_merge(_ta(base, e1), tmp_path / "out", allow_bin=True)
+    result = run_merge(_ta(base, e1), tmp_path / "out", allow_pickle=True)
     assert (result.out_dir / "model.safetensors").is_file()
 
 
