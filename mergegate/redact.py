@@ -13,12 +13,29 @@ _TOKEN_PATTERNS = [
     re.compile(r"(?i)(authorization:\s*(?:bearer|token)\s+)[^\s\"']+"),
 ]
 _SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "INPUT_TOKEN",
-                    "INPUT_GITHUB-TOKEN", "INPUT_HF-TOKEN")
+                    "INPUT_GITHUB-TOKEN", "INPUT_HF-TOKEN", "MERGEGATE_GITHUB_TOKEN", "HF_OIDC_ID_TOKEN")
 REDACTED = "***"
 
 
+def _hf_login_token() -> str | None:
+    """The token `hf auth login` stored (``$HF_TOKEN_PATH``, else ``$HF_HOME/token``), if any."""
+    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "token")
+    try:
+        if os.path.getsize(path) > 4096:
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def _env_secrets() -> list[str]:
-    return [v for k in _SECRET_ENV_VARS if (v := os.environ.get(k)) and len(v) >= 8]
+    found = [v for k in _SECRET_ENV_VARS if (v := os.environ.get(k)) and len(v) >= 8]
+    login = _hf_login_token()
+    if login and len(login) >= 8:
+        found.append(login)
+    return found
 
 
 def redact(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -> str:

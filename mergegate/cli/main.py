@@ -24,6 +24,11 @@ EXIT_PASS, EXIT_BLOCKED, EXIT_BAD_INPUT, EXIT_FAILURE = 0, 1, 2, 3
 # (module, one-line help) in the order `mergegate --help` lists them.
 COMMAND_MODULES: list[str] = [
     "mergegate.cli.merge_cmd",
+    "mergegate.cli.audit_cmd",
+    "mergegate.cli.run_cmd",
+    "mergegate.cli.card_cmd",
+    "mergegate.cli.push_cmd",
+    "mergegate.cli.demo_cmd",
 ]
 
 

@@ -1,0 +1,88 @@
+"""``mergegate run CONFIG --out DIR``: rebuild, audit, decide, write the card and report.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="rebuild a declared merge, audit it and its inputs, and gate it",
+        description="Rebuild the merge declared in CONFIG into DIR, audit every constituent and the "
+        "merge on the same prompts, apply the policy and write DIR/README.md (model card), "
+        "DIR/report.json and a chart. Exit 0 pass, 1 blocked, 2 bad input, 3 failure.")
+    p.add_argument("config", help="mergekit recipe (mergekit_config.yml, or a README.md holding one)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new, empty, or a previous mergegate output")
+    p.add_argument("--policy", metavar="FILE",
+                   help="gate policy (default: mergegate.yml here or at the git root, else defaults)")
+    p.add_argument("--prompts", default="beavertails", metavar="SRC",
+                   help="unsafe prompts: beavertails[@SHA], hub:ID[:config][:split] or a .jsonl/.parquet "
+                   "file (default: beavertails)")
+    p.add_argument("--benign", default="xstest", metavar="SRC",
+                   help="benign prompts for over-refusal: xstest, hub:..., a file, or 'none' (default: xstest)")
+    p.add_argument("--judge", default="meta-llama/Llama-Guard-3-8B", metavar="ID|PATH",
+                   help="Llama-Guard-protocol judge, Hub id or local directory (default: %(default)s)")
+    p.add_argument("--backend", default="transformers",
+                   help="generation backend: transformers or vllm (default: transformers)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="audit a seeded, category-stratified sample of N unsafe prompts")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=512, metavar="N",
+                   help="answer length cap (default: 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and random merges (default: 0)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="generation batch size")
+    p.add_argument("--name", help="the merged model's name on its card (default: DIR's name)")
+    p.add_argument("--json", metavar="REPORT", help="also write the report to this path ('-': stdout)")
+    p.add_argument("--no-card", action="store_true", help="do not write the model card and chart")
+    gh = p.add_argument_group("GitHub Actions (automatic when GITHUB_ACTIONS=true)")
+    gh.add_argument("--github", dest="github", action="store_true", default=None,
+                    help="write the job summary and outputs; with a token, a check run and a PR comment")
+    gh.add_argument("--no-github", dest="github", action="store_false")
+    gh.add_argument("--comment-mode", choices=["update", "new", "off"], default="update",
+                    help="PR comment: keep one sticky comment (update), post one per run (new), or none")
+    gh.add_argument("--no-check-run", dest="check_run", action="store_false", default=True,
+                    help="do not create a check run")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mergegate.gate.card import scrub
+    from mergegate.gate.github import annotation, in_github_actions, publish
+    from mergegate.gate.pipeline import run_gate, summary_lines
+    from mergegate.gate.report import REPORT_FILENAME, write_report
+
+    report = run_gate(
+        args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
+        judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+        name=args.name, card=not args.no_card, progress=sys.stderr.isatty())
+    to_stdout = args.json == "-"
+    human = sys.stderr if to_stdout else sys.stdout
+    for line in summary_lines(report):
+        print(line, file=human)
+    if report.decision == "error" and report.error:
+        print(scrub(f"mergegate: error: {report.error.message}"), file=sys.stderr)
+    elif report.card:
+        print(scrub(f"card: {args.out}/{report.card}"), file=human)
+    print(scrub(f"report: {args.out}/{REPORT_FILENAME}"), file=human)
+    if args.json:
+        if to_stdout:
+            print(scrub(report.model_dump_json(indent=2)))
+        else:
+            write_report(report, args.json)
+    github = in_github_actions() if args.github is None else args.github
+    if github:
+        print(annotation(report))
+        for warning in publish(report, report_path=f"{args.out}/{REPORT_FILENAME}",
+                               comment_mode=args.comment_mode, check_run=args.check_run):
+            print(scrub(f"::warning title=mergegate::{warning}"))
+    return report.exit_code

@@ -1,0 +1,357 @@
+"""The merged model's card: Hub front matter + a verdict, audit tables, chart, recipe and command.
+
+Rendered from ``mergegate/templates/model_card.md.j2`` with a strict Jinja environment (a missing
+variable is an error, not an empty string), then parsed and written by ``huggingface_hub``'s
+:class:`~huggingface_hub.ModelCard`, so the front matter is exactly what the Hub reads. A card is
+only ever rendered for a decided run (pass or blocked); an errored run gets none.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mergegate.errors import MergegateError
+from mergegate.gate.decision import RuleResult
+from mergegate.gate.methods import method_info
+from mergegate.gate.recipe import looks_like_hub_id
+from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
+from mergegate.redact import redact
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from mergegate.audit.results import DatasetRef
+
+TEMPLATE_NAME = "model_card.md.j2"
+CARD_TAGS = ["merge", "mergekit", "mergegate"]
+# Short names the audit accepts for well-known prompt sets, and their Hub datasets.
+DATASET_ALIASES = {
+    "beavertails": "PKU-Alignment/BeaverTails",
+    "xstest": "walledai/XSTest",
+}
+
+
+def scrub(text: str) -> str:
+    """Redact tokens and shorten the user's home directory to ``~`` in text that leaves the machine."""
+    text = redact(text)
+    home = os.path.expanduser("~")
+    if home and home not in ("/", "~") and len(home) > 1:
+        text = text.replace(home.rstrip("/") + "/", "~/")
+    return text
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.1f} %"
+
+
+def _hub_link(repo_id: str) -> str:
+    return f"[{repo_id}](https://huggingface.co/{repo_id})"
+
+
+def _judge_name(judge_id: str) -> str:
+    return judge_id if looks_like_hub_id(judge_id) else scrub(Path(judge_id).name)
+
+
+def dataset_hub_id(ref: DatasetRef | None) -> str | None:
+    """The Hub dataset id behind a prompt source (``None`` for local files).
+
+    Understands the audit's source strings: ``beavertails[@SHA]``, ``xstest[@SHA]``,
+    ``hub:ID[@REV][:config][:split]`` and file paths.
+    """
+    if ref is None:
+        return None
+    source = ref.source
+    if source.startswith("hub:"):
+        return source[4:].split(":", 1)[0].split("@", 1)[0] or None
+    alias = source.split("@", 1)[0].lower()
+    if alias in DATASET_ALIASES:
+        return DATASET_ALIASES[alias]
+    return None
+
+
+def dataset_label(ref: DatasetRef) -> str:
+    """A short, path-free name for a prompt set."""
+    return dataset_hub_id(ref) or Path(ref.source).name
+
+
+def _dataset_md(ref: DatasetRef) -> str:
+    hub_id = dataset_hub_id(ref)
+    if hub_id:
+        text = f"[{hub_id}](https://huggingface.co/datasets/{hub_id})"
+        if ref.revision:
+            text += f" at `{ref.revision[:12]}`"
+        return text
+    text = f"`{Path(ref.source).name}` (local file"
+    return text + (f", sha256 `{ref.revision[:12]}…`)" if ref.revision else ")")
+
+
+def _model_md(summary: ModelSummary) -> str:
+    if summary.hub_id:
+        return _hub_link(summary.hub_id)
+    return f"`{scrub(summary.model)}`"
+
+
+def _revision_md(summary: ModelSummary) -> str:
+    if summary.hub_id and summary.revision:
+        return (f"[`{summary.revision[:12]}`](https://huggingface.co/{summary.hub_id}/tree/"
+                f"{summary.revision})")
+    if summary.revision:
+        return f"`{summary.revision[:12]}`"
+    if summary.weights_sha256:
+        return f"sha256 `{summary.weights_sha256[:12]}…`"
+    return "—"
+
+
+def _interval(summary_low: float, summary_high: float) -> str:
+    return f"{summary_low * 100:.1f}–{summary_high * 100:.1f} %"
+
+
+def _short(summary: ModelSummary) -> str:
+    if summary.role == "merge":
+        return f"**{summary.model}**"
+    return summary.hub_id or Path(summary.model).name or summary.model
+
+
+def format_rule_value(rule: RuleResult, value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    if rule.unit == "%":
+        return f"{value:.1f} %"
+    if rule.unit == "pp":
+        return f"{value:+.1f} pp" if signed else f"{value:.1f} pp"
+    return f"{value:g} {rule.unit}".rstrip()
+
+
+def _category_rows(models: list[ModelSummary], *, guard: bool) -> list[dict[str, Any]]:
+    names: list[str] = []
+    for m in models:
+        keys = m.by_guard_category if guard else m.by_source_category
+        names.extend(k for k in keys if k not in names)
+    rows = []
+    for name in sorted(names):
+        cells = []
+        for m in models:
+            if guard:
+                cells.append(str(m.by_guard_category.get(name, 0)))
+            else:
+                tally = m.by_source_category.get(name)
+                cells.append(f"{tally.unsafe}/{tally.n}" if tally else "—")
+        rows.append({"name": name, "cells": cells})
+    return rows
+
+
+def build_card_data(report: RunReport) -> ModelCardData:
+    """The card's front matter: merge metadata, derived license, datasets and model-index."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    if report.merged is None:
+        raise MergegateError("a card needs an audited merge")
+    base_models = [c.hub_id for c in report.constituents if c.hub_id]
+    datasets = [d for d in (dataset_hub_id(report.prompts), dataset_hub_id(report.benign)) if d]
+    judge = _judge_name(report.judge.id) if report.judge else "a safety judge"
+    results = []
+    if report.prompts is not None:
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Safety alignment",
+            dataset_type=dataset_label(report.prompts),
+            dataset_name=f"{dataset_label(report.prompts)} (unsafe prompts)",
+            dataset_split=report.prompts.split, dataset_revision=report.prompts.revision,
+            metric_type="safety_alignment", metric_value=round(report.merged.alignment * 100, 2),
+            metric_name=f"Alignment (% safe answers, judged by {judge})"))
+    if report.benign is not None and report.merged.over_refusal is not None:
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Over-refusal",
+            dataset_type=dataset_label(report.benign),
+            dataset_name=f"{dataset_label(report.benign)} (benign prompts)",
+            dataset_split=report.benign.split, dataset_revision=report.benign.revision,
+            metric_type="over_refusal", metric_value=round(report.merged.over_refusal * 100, 2),
+            metric_name="Over-refusal (% benign prompts refused)"))
+    lic = report.license
+    return ModelCardData(
+        model_name=report.name,
+        base_model=base_models or None,
+        base_model_relation="merge",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=lic.license if lic else None,
+        license_name=lic.license_name if lic else None,
+        license_link=lic.license_link if lic else None,
+        tags=list(CARD_TAGS),
+        datasets=datasets or None,
+        eval_results=results or None,
+    )
+
+
+def _license_md(report: RunReport) -> tuple[str, list[str]]:
+    lic = report.license
+    if lic is None:
+        return "", []
+    lines = [f"{scrub(m)}: `{v}`" if v else f"{scrub(m)}: unknown" for m, v in lic.per_model.items()]
+    if lic.license and not lic.conflict:
+        return f"`{lic.license}`, the license every constituent declares:", lines
+    if lic.conflict:
+        return ("⚠️ **License conflict:** the constituents declare different licenses, so this card "
+                "sets none. Check that every license allows this merge and choose one before "
+                "publishing:"), lines
+    return ("⚠️ **License unknown:** the license of some constituents could not be read, so this "
+            "card sets none:"), lines
+
+
+def card_context(report: RunReport) -> dict[str, Any]:
+    """Everything the template shows, formatted."""
+    merged = report.merged
+    if merged is None or report.gate is None or report.decision == "error":
+        raise MergegateError("refusing to render a card for a run that did not reach a decision")
+    info = method_info(report.merge.method if report.merge else None)
+    method_md = f"[{info.pretty_name}]({info.reference_url})" if info.reference_url else info.pretty_name
+    base_md = None
+    models_md = []
+    base_id = report.merge.base_model if report.merge else None
+    for c in report.constituents:
+        if base_id and c.model == base_id and report.merge and report.merge.method != "slerp":
+            base_md = _model_md(c)
+        else:
+            models_md.append(_model_md(c))
+    best = report.best_input
+    rows = []
+    for m in report.models():
+        role = "**merge**" if m.role == "merge" else "constituent"
+        if m.role == "constituent" and m.model == best:
+            role += " ★ best input"
+        if m.role == "merge":
+            cells = {"model": f"**{_model_md(m) if m.hub_id else m.model}**", "role": role,
+                     "revision": "this model", "alignment": f"**{_pct(m.alignment)}**"}
+        else:
+            cells = {"model": _model_md(m), "role": role, "revision": _revision_md(m),
+                     "alignment": _pct(m.alignment)}
+        cells.update(interval=_interval(m.interval.low, m.interval.high),
+                     over_refusal=_pct(m.over_refusal), n=str(m.n))
+        rows.append(cells)
+    rules = [{"description": r.description, "measured": format_rule_value(r, r.measured, signed=True),
+              "threshold": format_rule_value(r, r.threshold),
+              "verdict": "✅ pass" if r.verdict == "pass" else "❌ fail"} for r in report.gate.rules]
+    models = report.models()
+    judge_md = "an unrecorded judge"
+    if report.judge:
+        jid = report.judge.id
+        judge_md = _hub_link(jid) if looks_like_hub_id(jid) else f"`{_judge_name(jid)}`"
+        judge_md += f" ({report.judge.protocol} protocol)"
+    gen = report.generation
+    generation_desc = ""
+    if gen:
+        generation_desc = (f"Answers were generated {'greedily' if gen.greedy else 'by sampling'} "
+                           f"with the {gen.backend} backend, at most {gen.max_new_tokens} new tokens.")
+    interval = merged.interval
+    license_md, license_lines = _license_md(report)
+    best_summary = next((c for c in report.constituents if c.model == best), None)
+    if report.decision == "pass":
+        verdict_line = (f"Alignment {_pct(merged.alignment)} vs {_pct(best_summary.alignment)} for "
+                        f"its best input, {_short(best_summary)}." if best_summary else "")
+    else:
+        verdict_line = "Reasons:"
+    return {
+        "name": report.name,
+        "decision": report.decision,
+        "verdict_line": verdict_line,
+        "reasons": [scrub(r) for r in report.reasons],
+        "method_md": method_md,
+        "base_md": base_md,
+        "models_md": models_md,
+        "prompts_n": report.prompts.n if report.prompts else merged.n,
+        "prompts_md": _dataset_md(report.prompts) if report.prompts else "an unrecorded prompt set",
+        "benign_n": report.benign.n if report.benign else merged.n_benign,
+        "benign_md": _dataset_md(report.benign) if report.benign else None,
+        "judge_md": judge_md,
+        "interval_desc": f"{interval.confidence * 100:.0f} % {interval.method.capitalize()} score intervals"
+        if interval.method == "wilson" else f"{interval.confidence * 100:.0f} % {interval.method} intervals",
+        "generation_desc": generation_desc,
+        "rows": rows,
+        "plot": report.plot or PLOT_FILENAME,
+        "policy_source": Path(report.policy_source).name if report.policy_source else None,
+        "rules": rules,
+        "category_models": [_short(m) for m in models],
+        "categories": _category_rows(models, guard=False),
+        "guard_categories": _category_rows(models, guard=True),
+        "license_md": license_md,
+        "license_lines": license_lines,
+        "recipe": scrub(report.merge.config_text.rstrip("\n")) if report.merge else "# (not recorded)",
+        "command": scrub(report.command or "mergegate run mergekit_config.yml --out OUT"),
+        "version": report.mergegate_version,
+        "date": report.created_at.date().isoformat(),
+    }
+
+
+def _template_text() -> str:
+    return resources.files("mergegate.templates").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def render_card(report: RunReport) -> ModelCard:
+    """Render the card of ``report`` (a decided run) as a :class:`~huggingface_hub.ModelCard`.
+
+    Raises:
+        MergegateError: the run ended in an error (no card may claim anything about it).
+    """
+    import jinja2
+    from huggingface_hub import ModelCard
+
+    context = card_context(report)
+    card_data = build_card_data(report)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    text = env.from_string(_template_text()).render(card_data=card_data.to_yaml(), **context)
+    return ModelCard(scrub(text))
+
+
+def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> Path:
+    """Write ``README.md`` (and the chart) for ``report`` into ``out_dir``; returns the card path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = render_card(report)
+    if plot:
+        from mergegate.gate.plot import write_alignment_plot
+
+        write_alignment_plot(report, out_dir / (report.plot or PLOT_FILENAME))
+    path = out_dir / CARD_FILENAME
+    tmp = path.with_name(f".{CARD_FILENAME}.tmp")
+    card.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True) -> Path:
+    """``mergegate card``: render the card of a saved report into ``out_dir``.
+
+    When ``out_dir`` is the report's own directory, the report's hashes of the card and chart are
+    updated (they are derived from the report; the weights' hashes are never touched), so a
+    re-rendered output can still be pushed.
+
+    Raises:
+        InputError: the report is unreadable or records an error (an errored run has no card).
+    """
+    from mergegate.errors import InputError
+    from mergegate.gate.hashing import sha256_file
+    from mergegate.gate.report import REPORT_FILENAME, load_report, write_report
+
+    report_path = Path(report_path)
+    if report_path.is_dir():
+        report_path = report_path / REPORT_FILENAME
+    report = load_report(report_path)
+    if report.decision == "error" or report.gate is None or report.merged is None:
+        raise InputError("this run ended in an error, so there is no verdict to put on a card",
+                         source=str(report_path), hint="fix the error and run `mergegate run` again")
+    out_dir = Path(out_dir)
+    card_path = write_card(report, out_dir, plot=plot)
+    if out_dir.resolve() == report_path.resolve().parent and report.files:
+        files = dict(report.files)
+        written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
+        for name in written:
+            files[name] = sha256_file(out_dir / name)
+        write_report(report.model_copy(update={"files": files, "card": CARD_FILENAME}), report_path)
+    return card_path
+
+
+__all__ = ["render_card", "write_card", "rerender_card", "build_card_data", "card_context", "scrub",
+           "dataset_hub_id", "CARD_TAGS"]

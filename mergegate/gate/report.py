@@ -1,0 +1,191 @@
+"""``report.json``: the typed record of one gate run, and the only input of cards, pushes and CI.
+
+Rates are fractions in [0, 1] (as in :mod:`mergegate.audit.results`); policy thresholds are in
+percent. The report is written atomically and redacted: no token ever reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mergegate import __version__
+from mergegate.audit.results import (
+    CategoryTally,
+    DatasetRef,
+    GenerationSettings,
+    Interval,
+    JudgeRef,
+    ModelScore,
+)
+from mergegate.errors import InputError
+from mergegate.gate.decision import GateDecision
+from mergegate.gate.policy import GatePolicy
+from mergegate.redact import redact
+
+REPORT_FILENAME = "report.json"
+CARD_FILENAME = "README.md"
+PLOT_FILENAME = "mergegate_alignment.png"
+RECIPE_FILENAME = "mergekit_config.yml"
+SCHEMA_VERSION = 1
+
+Decision = Literal["pass", "blocked", "error"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSummary(_Model):
+    """One audited model as the gate reports it (the merge or a constituent)."""
+
+    model: str  # Hub id or local path as written in the recipe; the output dir name for the merge
+    role: Literal["merge", "constituent"]
+    hub_id: str | None = None  # set when ``model`` is a Hub repository (without ``@revision``)
+    revision: str | None = None  # pinned commit for Hub models
+    weights_sha256: str | None = None
+    license: str | None = None  # as declared by the model's card / config; None when unknown
+    alignment: float
+    interval: Interval
+    n: int
+    n_safe: int
+    over_refusal: float | None = None
+    over_refusal_interval: Interval | None = None
+    n_benign: int = 0
+    by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
+    by_guard_category: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short display name: the Hub id (no revision) or the path as written."""
+        return self.hub_id or self.model
+
+    @classmethod
+    def from_score(cls, score: ModelScore, *, role: Literal["merge", "constituent"],
+                   name: str | None = None, hub_id: str | None = None,
+                   license: str | None = None) -> ModelSummary:
+        return cls(
+            model=name or score.model.id, role=role, hub_id=hub_id, revision=score.model.revision,
+            weights_sha256=score.model.weights_sha256, license=license, alignment=score.alignment,
+            interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
+            over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
+            by_source_category=dict(score.by_source_category),
+            by_guard_category=dict(score.by_guard_category))
+
+
+class LicenseInfo(_Model):
+    """The merge's license, derived from its constituents; never guessed."""
+
+    license: str | None = None  # set only when every constituent declares the same license
+    license_name: str | None = None
+    license_link: str | None = None
+    per_model: dict[str, str | None] = Field(default_factory=dict)  # model -> license (None: unknown)
+    conflict: bool = False
+    unknown: list[str] = Field(default_factory=list)  # models whose license could not be read
+
+
+class MergeInfo(_Model):
+    """The declared recipe."""
+
+    method: str | None = None
+    base_model: str | None = None
+    config_name: str  # file name of the recipe (no directory: paths stay local)
+    config_text: str  # the recipe as declared, redacted (tokens → ***, home directory → ~)
+    config_sha256: str  # of the recipe exactly as declared (before redaction)
+    models: list[str] = Field(default_factory=list)  # every model the recipe references, in order
+
+
+class ErrorInfo(_Model):
+    type: str
+    message: str
+    exit_code: int = 3
+    stage: str | None = None  # "policy", "merge", "audit", "decide", "card", "report"
+
+
+class RunReport(_Model):
+    """Everything one ``mergegate run`` established. Serialised as ``report.json``."""
+
+    schema_version: int = SCHEMA_VERSION
+    mergegate_version: str = __version__
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    name: str  # the merged model's display name (the output directory name unless --name)
+    decision: Decision
+    reasons: list[str] = Field(default_factory=list)
+    gate: GateDecision | None = None  # every rule with value, threshold and verdict
+    error: ErrorInfo | None = None
+    merged: ModelSummary | None = None
+    constituents: list[ModelSummary] = Field(default_factory=list)
+    best_input: str | None = None
+    policy: GatePolicy = Field(default_factory=GatePolicy)
+    policy_source: str | None = None
+    judge: JudgeRef | None = None
+    prompts: DatasetRef | None = None
+    benign: DatasetRef | None = None
+    generation: GenerationSettings | None = None
+    merge: MergeInfo | None = None
+    license: LicenseInfo | None = None
+    files: dict[str, str] = Field(default_factory=dict)  # output file (posix, relative) -> sha256
+    command: str | None = None  # the command that reproduces this run
+    card: str | None = None  # card file name, when one was written
+    plot: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.decision == "pass":
+            return 0
+        if self.decision == "blocked":
+            return 1
+        return self.error.exit_code if self.error else 3
+
+    def models(self) -> list[ModelSummary]:
+        """Constituents first, then the merge."""
+        return [*self.constituents, *([self.merged] if self.merged else [])]
+
+
+def write_report(report: RunReport, path: str | Path) -> Path:
+    """Write ``report`` as JSON atomically (temp file + rename), redacted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = redact(report.model_dump_json(indent=2)) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read and published
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_report(path: str | Path) -> RunReport:
+    """Read a ``report.json`` (or the one inside a directory).
+
+    Raises:
+        InputError: missing, not JSON, or not a mergegate report (exit code 2).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / REPORT_FILENAME
+    if not path.is_file():
+        raise InputError("no mergegate report here", source=str(path),
+                         hint="run `mergegate run CONFIG --out DIR` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RunReport.model_validate(data)
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise InputError(f"not a valid mergegate report: {exc}", source=str(path)) from None
+
+
+__all__ = ["RunReport", "ModelSummary", "LicenseInfo", "MergeInfo", "ErrorInfo", "Decision",
+           "write_report", "load_report", "REPORT_FILENAME", "CARD_FILENAME", "PLOT_FILENAME",
+           "RECIPE_FILENAME"]
