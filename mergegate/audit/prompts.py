@@ -30,6 +30,7 @@ from typing import Any
 
 from mergegate.audit.results import DatasetRef
 from mergegate.errors import InputError
+from mergegate.merging.resolver import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +162,6 @@ def _read_local(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return table.to_pylist(), list(table.column_names)
     raise InputError(f"unsupported prompt file type '{path.suffix}'", source=str(path),
                      hint="use a .jsonl or .parquet file with a 'prompt' column")
-
-
-def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE=1`` (read through huggingface_hub, whose location of the helper moved)."""
-    try:
-        from huggingface_hub import is_offline_mode
-    except ImportError:  # older huggingface_hub
-        from huggingface_hub.utils import is_offline_mode  # type: ignore[no-redef]
-    return bool(is_offline_mode())
 
 
 def resolve_dataset_revision(repo_id: str, revision: str | None) -> str:

@@ -332,7 +332,7 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
         InputError: the report is unreadable or records an error (an errored run has no card).
     """
     from mergegate.errors import InputError
-    from mergegate.gate.hashing import sha256_file
+    from mergegate.hashing import sha256_file
     from mergegate.gate.report import REPORT_FILENAME, load_report, write_report
 
     report_path = Path(report_path)
@@ -348,7 +348,7 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
         files = dict(report.files)
         written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
         for name in written:
-            files[name] = sha256_file(out_dir / name)
+            files[name] = sha256_file(out_dir / name, use_cache=False)
         write_report(report.model_copy(update={"files": files, "card": CARD_FILENAME}), report_path)
     return card_path
 

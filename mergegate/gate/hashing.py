@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mergegate.gate.report import REPORT_FILENAME
+from mergegate.hashing import sha256_file
 
 # Never part of what is published (upload_folder ignores .git/ and .cache/huggingface/ too).
 IGNORED_DIRS = (".git", ".cache")
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> dict[str, str]:
@@ -35,7 +26,7 @@ def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
         name = rel.as_posix()
         if name in exclude or (rel.name.startswith(".") and rel.name.endswith(".tmp")):
             continue
-        hashes[name] = sha256_file(path)
+        hashes[name] = sha256_file(path, use_cache=False)  # what is on disk now, never a cached value
     return hashes
 
 

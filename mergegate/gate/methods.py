@@ -1,7 +1,8 @@
-"""Display names and reference links of mergekit's merge methods, for cards.
+"""Display names and reference links of merge methods, for cards.
 
-Kept in mergegate (mergekit is a test-only dependency); ``tests/gate/test_methods.py`` checks the
-table against mergekit's registry when mergekit is installed.
+Implemented methods come from ``mergegate.merging.methods.REGISTRY``; the few mergekit methods
+mergegate does not build are listed here. ``tests/gate/test_gate_packaging.py`` checks the table
+against mergekit's registry.
 """
 
 from __future__ import annotations
@@ -14,29 +15,28 @@ class MethodInfo(NamedTuple):
     reference_url: str | None
 
 
-METHODS: dict[str, MethodInfo] = {
-    "linear": MethodInfo("Linear", "https://arxiv.org/abs/2203.05482"),
-    "slerp": MethodInfo("SLERP", "https://en.wikipedia.org/wiki/Slerp"),
-    "nuslerp": MethodInfo("NuSLERP", None),
+# mergekit methods mergegate does not build (cards can still name them, e.g. in an error report)
+_UNSUPPORTED_INFO: dict[str, MethodInfo] = {
     "multislerp": MethodInfo("Multi-SLERP", "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea"),
     "karcher": MethodInfo("Karcher Mean", "https://arxiv.org/abs/2603.04972"),
-    "passthrough": MethodInfo("Passthrough", None),
-    "model_stock": MethodInfo("Model Stock", "https://arxiv.org/abs/2403.19522"),
     "arcee_fusion": MethodInfo("Arcee Fusion", "https://arcee.ai"),
     "nearswap": MethodInfo("NearSwap", "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001"),
     "sce": MethodInfo("SCE", "https://arxiv.org/abs/2408.07990"),
     "ram": MethodInfo("Reinforced Agent Merging", "https://arxiv.org/abs/2601.13572"),
-    "ramplus_tl": MethodInfo("Reinforced Agent Merging Plus (Tensor-Local)",
-                             "https://arxiv.org/abs/2601.13572"),
-    "task_arithmetic": MethodInfo("Task Arithmetic", "https://arxiv.org/abs/2212.04089"),
-    "ties": MethodInfo("TIES", "https://arxiv.org/abs/2306.01708"),
-    "dare_ties": MethodInfo("DARE TIES", "https://arxiv.org/abs/2311.03099"),
-    "dare_linear": MethodInfo("Linear DARE", "https://arxiv.org/abs/2311.03099"),
-    "breadcrumbs": MethodInfo("Model Breadcrumbs", "https://arxiv.org/abs/2312.06795"),
-    "breadcrumbs_ties": MethodInfo("Model Breadcrumbs with TIES", "https://arxiv.org/abs/2312.06795"),
-    "della": MethodInfo("DELLA", "https://arxiv.org/abs/2406.11617"),
-    "della_linear": MethodInfo("Linear DELLA", "https://arxiv.org/abs/2406.11617"),
+    "ramplus_tl": MethodInfo("Reinforced Agent Merging Plus (Tensor-Local)", "https://arxiv.org/abs/2601.13572"),
 }
+
+
+def _build_table() -> dict[str, MethodInfo]:
+    from mergegate.merging.methods import REGISTRY
+
+    table = {name: MethodInfo(m.spec.pretty_name, m.spec.reference_url) for name, m in REGISTRY.items()}
+    table.update(_UNSUPPORTED_INFO)
+    return table
+
+
+# implemented methods take their names and links from the merge registry (one source of truth)
+METHODS: dict[str, MethodInfo] = _build_table()
 
 
 def method_info(name: str | None) -> MethodInfo:

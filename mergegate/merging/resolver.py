@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +71,13 @@ def pickle_weight_files(path: Path) -> list[Path]:
     return sorted(f for pat in PICKLE_PATTERNS for f in path.glob(pat) if "training_args" not in f.name)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE=1``, read through huggingface_hub (whose helper moved between versions)."""
+    try:
+        from huggingface_hub import is_offline_mode
+    except ImportError:  # older huggingface_hub
+        from huggingface_hub.utils import is_offline_mode  # type: ignore[no-redef]
+    return bool(is_offline_mode())
 
 
 def is_local(ref: ModelReference) -> bool:
@@ -109,7 +113,7 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
     sha: str | None = ref.revision if ref.revision and _SHA_RE.match(ref.revision) else None
     lfs_hashes: dict[str, str] = {}
     filenames: list[str] = []
-    if not _offline():
+    if not hub_offline():
         try:
             info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
                                                       token=token)
@@ -133,7 +137,7 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
     try:
         local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
                                                   cache_dir=cache_dir, token=token,
-                                                  local_files_only=_offline())
+                                                  local_files_only=hub_offline())
     except LocalEntryNotFoundError:
         raise InputError(f"could not download the model '{ref}': it is not in the local Hugging Face cache "
                          "and HF_HUB_OFFLINE is set", field="model",
