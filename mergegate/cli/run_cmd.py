@@ -43,6 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="the merged model's name on its card (default: DIR's name)")
     p.add_argument("--json", metavar="REPORT", help="also write the report to this path ('-': stdout)")
     p.add_argument("--no-card", action="store_true", help="do not write the model card and chart")
+    w = p.add_argument_group("safety-aware weighting (choose the merge weights with data)")
+    w.add_argument("--weighting", choices=["declared", "cocktail", "evomm"], default="declared",
+                   help="declared: build the recipe as written (default); cocktail: LM-Cocktail weights; "
+                   "evomm: CMA-ES over weights and density/t")
+    w.add_argument("--safety-prompts", metavar="SRC", default=None,
+                   help="unsafe prompts for D_safety, disjoint from the evaluation prompts "
+                   "(default: BeaverTails 30k_train; 'toy' for the toy fleet; or a jsonl)")
+    w.add_argument("--expert-prompts", metavar="SRC", default=None,
+                   help="domain questions for D_expert (default: the experts write their own; or a jsonl)")
+    w.add_argument("--weighting-budget", type=_positive_int, default=None, metavar="N",
+                   help="EvoMM candidate evaluations (default: 100)")
+    w.add_argument("--weighting-k", type=_positive_int, default=None, metavar="K",
+                   help="size of D_safety / D_expert (default: 1000)")
+    w.add_argument("--alpha", type=float, default=None, help="weight of the domain loss (default: 0.3)")
     gh = p.add_argument_group("GitHub Actions (automatic when GITHUB_ACTIONS=true)")
     gh.add_argument("--github", dest="github", action="store_true", default=None,
                     help="write the job summary and outputs; with a token, a check run and a PR comment")
@@ -64,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
         max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-        name=args.name, card=not args.no_card, progress=sys.stderr.isatty())
+        name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
+        weighting_options=_weighting_options(args))
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
     for line in summary_lines(report):
@@ -86,3 +101,9 @@ def _run(args: argparse.Namespace) -> int:
                                comment_mode=args.comment_mode, check_run=args.check_run):
             print(scrub(f"::warning title=mergegate::{warning}"))
     return report.exit_code
+
+
+def _weighting_options(args: argparse.Namespace) -> dict[str, object]:
+    given = {"safety_prompts": args.safety_prompts, "expert_prompts": args.expert_prompts,
+             "budget": args.weighting_budget, "k": args.weighting_k, "alpha": args.alpha}
+    return {k: v for k, v in given.items() if v is not None}

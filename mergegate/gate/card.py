@@ -278,10 +278,36 @@ def card_context(report: RunReport) -> dict[str, Any]:
         "license_md": license_md,
         "license_lines": license_lines,
         "recipe": scrub(report.merge.config_text.rstrip("\n")) if report.merge else "# (not recorded)",
+        "weighting": _weighting_context(report),
         "command": scrub(report.command or "mergegate run mergekit_config.yml --out OUT"),
         "version": report.mergegate_version,
         "date": report.created_at.date().isoformat(),
     }
+
+
+def _weighting_context(report: RunReport) -> dict[str, Any] | None:
+    """Declared vs optimized side by side, when the weights were chosen with data."""
+    w = report.weighting
+    if w is None:
+        return None
+    genes = list(dict.fromkeys([*w.declared.weights, *w.optimized.weights]))
+
+    def num(x: float | None) -> str:
+        return "–" if x is None else f"{x:.4g}"
+
+    rows = [{"name": g, "declared": num(w.declared.weights.get(g)), "optimized": num(w.optimized.weights.get(g))}
+            for g in genes]
+    rows += [
+        {"name": "alignment (% safe)", "declared": _pct(w.declared.alignment), "optimized": _pct(w.optimized.alignment)},
+        {"name": "safety loss (CE on D_safety)", "declared": num(w.declared.safety_loss),
+         "optimized": num(w.optimized.safety_loss)},
+        {"name": "domain loss (CE on D_expert)", "declared": num(w.declared.domain_loss),
+         "optimized": num(w.optimized.domain_loss)},
+    ]
+    strategy = {"evomm": "EvoMM (CMA-ES)", "cocktail": "LM-Cocktail"}.get(w.strategy, w.strategy)
+    return {"strategy": strategy, "rows": rows, "evaluations": w.evaluations, "alpha": w.alpha,
+            "safety_examples": w.safety_examples, "expert_examples": w.expert_examples,
+            "declared_recipe": scrub(w.declared_recipe.rstrip("\n"))}
 
 
 def _template_text() -> str:

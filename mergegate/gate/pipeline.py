@@ -8,9 +8,11 @@ this run did not establish.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shlex
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_li
 from mergegate.gate.policy import GatePolicy, load_policy
 from mergegate.gate.recipe import ModelReference, Recipe, load_recipe
 from mergegate.gate.report import (
+    WeightingSide,
+    WeightingSummary,
     CARD_FILENAME,
     PLOT_FILENAME,
     RECIPE_FILENAME,
@@ -59,7 +63,8 @@ def _default_audit_fn() -> AuditFn:
 
 def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source: str | None,
                       prompts: str, benign: str | None, judge: str, backend: str, device: str,
-                      limit: int | None, max_new_tokens: int, seed: int, name: str | None) -> str:
+                      limit: int | None, max_new_tokens: int, seed: int, name: str | None,
+                      weighting: str = "declared", weighting_options: dict[str, Any] | None = None) -> str:
     """The ``mergegate run`` command line that repeats a run (redacted, home as ``~``)."""
     argv = ["mergegate", "run", str(config), "--out", str(out_dir)]
     if policy_source:
@@ -71,6 +76,13 @@ def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source:
     argv += ["--max-new-tokens", str(max_new_tokens), "--seed", str(seed)]
     if name:
         argv += ["--name", name]
+    if weighting != "declared":
+        argv += ["--weighting", weighting]
+        flags = {"safety_prompts": "--safety-prompts", "expert_prompts": "--expert-prompts",
+                 "budget": "--weighting-budget", "alpha": "--alpha", "k": "--weighting-k"}
+        for key, value in (weighting_options or {}).items():
+            if key in flags and value is not None:
+                argv += [flags[key], str(value)]
     return scrub(shlex.join(argv))
 
 
@@ -172,6 +184,8 @@ def run_gate(
     trust_remote_code: bool = False,
     progress: bool = True,
     card: bool = True,
+    weighting: str = "declared",
+    weighting_options: dict[str, Any] | None = None,
     merge_fn: MergeFn | None = None,
     audit_fn: AuditFn | None = None,
 ) -> RunReport:
@@ -187,6 +201,11 @@ def run_gate(
             (``benign=None`` skips over-refusal).
         name: the merged model's display name (default: the output directory's name).
         card: write the card and chart (pass/blocked runs only).
+        weighting: ``declared`` builds the recipe as written; ``cocktail`` / ``evomm`` first choose
+            the weights with data (:func:`mergegate.merging.weighting.optimize_recipe`), build and
+            gate the optimized recipe, and audit the declared merge beside it for the comparison.
+        weighting_options: extra keyword arguments of ``optimize_recipe`` (``safety_prompts``,
+            ``expert_prompts``, ``budget``, ``alpha``, ``k``, ...).
         merge_fn, audit_fn: replacements for ``mergegate.merging.run_merge`` and
             ``mergegate.audit.audit_models`` (tests, alternative engines).
 
@@ -202,6 +221,7 @@ def run_gate(
     policy_source: str | None = None
     partial: dict[str, Any] = {}
     owned = False  # out_dir is ours to write (new, empty, or a previous mergegate output)
+    cleanup: list[Path] = []
     benign = None if benign in (None, "", "none", "None") else benign
     try:
         if isinstance(policy, GatePolicy):
@@ -213,7 +233,8 @@ def run_gate(
         partial["command"] = reproduce_command(
             config, out_dir, policy_source=policy_source, prompts=prompts, benign=benign,
             judge=judge, backend=backend, device=device, limit=limit,
-            max_new_tokens=max_new_tokens, seed=seed, name=name)
+            max_new_tokens=max_new_tokens, seed=seed, name=name, weighting=weighting,
+            weighting_options=weighting_options)
 
         if device == "auto":
             device = _auto_device()
@@ -230,19 +251,40 @@ def run_gate(
         _prepare_out_dir(out)
         owned = True
 
-        stage = "merge"
         merge = merge_fn or _default_merge_fn()
+        build_config = Path(config)
+        optimized = None
+        declared_target: str | None = None
+        if weighting != "declared":
+            stage = "weighting"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out.name}.weighting-", dir=out.parent))
+            cleanup.append(work)
+            optimized = _optimize(config, weighting, work, judge=judge, device=device, seed=seed,
+                                  cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  options=weighting_options or {})
+            build_config = work / "weighting" / "recipe.yml"
+            declared_target = str(work / "declared-merge")
+            merge(Path(config), Path(declared_target), device=device, seed=seed)
+            partial["merge"] = partial["merge"].model_copy(update={
+                "config_text": scrub(optimized.recipe_yaml),
+                "config_sha256": hashlib.sha256(optimized.recipe_yaml.encode()).hexdigest()})
+
+        stage = "merge"
         log.info("rebuilding %s into %s", scrub(recipe.name), scrub(str(out)))
-        merge(Path(config), out, device=device, seed=seed)
+        merge(build_config, out, device=device, seed=seed)
         if not (out / RECIPE_FILENAME).exists():
-            (out / RECIPE_FILENAME).write_text(recipe.text, encoding="utf-8")
+            (out / RECIPE_FILENAME).write_text(build_config.read_text(encoding="utf-8"), encoding="utf-8")
+        if optimized is not None:  # the data the weights were chosen with travel with the model
+            shutil.copytree(work / "weighting", out / "weighting")
 
         stage = "audit"
         audit_models = audit_fn or _default_audit_fn()
         merged_target = str(out)
+        extra_targets = [declared_target] if declared_target else []
         log.info("auditing %d constituent(s) and the merge", len(targets))
         audit = audit_models(
-            [*targets, merged_target], prompts=prompts, benign=benign, judge=judge,
+            [*targets, *extra_targets, merged_target], prompts=prompts, benign=benign, judge=judge,
             backend=backend, device=device, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
             batch_size=batch_size, cache=cache, trust_remote_code=trust_remote_code,
             progress=progress)
@@ -262,8 +304,12 @@ def run_gate(
             if summary.revision is None and ref.revision:
                 summary = summary.model_copy(update={"revision": ref.revision})
             constituents.append(summary)
-        merged = ModelSummary.from_score(_score_for(audit, merged_target, len(targets)),
+        merged = ModelSummary.from_score(_score_for(audit, merged_target, len(targets) + len(extra_targets)),
                                          role="merge", name=display_name)
+        if optimized is not None:
+            declared_score = _score_for(audit, str(declared_target), len(targets))
+            partial["weighting"] = _weighting_summary(optimized, recipe.text, declared_score.alignment,
+                                                      merged.alignment)
         output_files = sorted(hash_directory(out))
         gate = decide(merged, constituents, policy_obj, output_files=output_files,
                       hub_references=[r.raw for r in recipe.models if r.is_hub])
@@ -288,6 +334,39 @@ def run_gate(
         if isinstance(exc, KeyboardInterrupt):
             raise
         return report
+    finally:
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+WEIGHTING_STRATEGIES = ("declared", "cocktail", "evomm")
+
+
+def _optimize(config: str | Path, strategy: str, work: Path, *, judge: str, device: str, seed: int,
+              cache: str | None, max_new_tokens: int, batch_size: int | None, options: dict[str, Any]) -> Any:
+    """Choose the merge weights with data; writes the optimized recipe and data under work/weighting."""
+    if strategy not in WEIGHTING_STRATEGIES:
+        raise ConfigError(f"unknown weighting '{strategy}'", field="weighting",
+                          hint=f"use one of {', '.join(WEIGHTING_STRATEGIES)}")
+    from mergegate.merging.weighting import optimize_recipe
+
+    return optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
+                           cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           out_dir=work / "weighting", **options)
+
+
+def _weighting_summary(result: Any, declared_text: str, declared_alignment: float,
+                       optimized_alignment: float) -> WeightingSummary:
+    return WeightingSummary(
+        strategy=result.strategy, alpha=result.alpha, evaluations=result.evaluations,
+        seconds=round(result.seconds, 2), declared_recipe=scrub(declared_text),
+        declared=WeightingSide(weights=dict(result.declared), alignment=declared_alignment,
+                               safety_loss=result.declared_losses.safety,
+                               domain_loss=result.declared_losses.expert),
+        optimized=WeightingSide(weights=dict(result.optimized), alignment=optimized_alignment,
+                                safety_loss=result.optimized_losses.safety,
+                                domain_loss=result.optimized_losses.expert),
+        safety_examples=result.safety_data.n_examples, expert_examples=result.expert_data.n_examples)
 
 
 def _error_report(exc: BaseException, *, stage: str, name: str, partial: dict[str, Any],

@@ -101,6 +101,29 @@ class MergeInfo(_Model):
     models: list[str] = Field(default_factory=list)  # every model the recipe references, in order
 
 
+class WeightingSide(_Model):
+    """One column of the declared-vs-optimized comparison."""
+
+    weights: dict[str, float] = Field(default_factory=dict)  # gene ("weight[model]", "density[model]", "t") -> value
+    alignment: float | None = None  # audited alignment of that merge (fraction)
+    safety_loss: float | None = None  # mean answer cross-entropy on D_safety (lower: closer to refusals)
+    domain_loss: float | None = None  # mean answer cross-entropy on D_expert (lower: knows the domain)
+
+
+class WeightingSummary(_Model):
+    """Safety-aware weighting (``--weighting cocktail|evomm``): what was declared, what was built."""
+
+    strategy: str
+    alpha: float
+    evaluations: int
+    seconds: float
+    declared: WeightingSide
+    optimized: WeightingSide
+    declared_recipe: str  # the recipe as declared (redacted); merge.config_text is the optimized one
+    safety_examples: int
+    expert_examples: int
+
+
 class ErrorInfo(_Model):
     type: str
     message: str
@@ -129,6 +152,7 @@ class RunReport(_Model):
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
     merge: MergeInfo | None = None
+    weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
     files: dict[str, str] = Field(default_factory=dict)  # output file (posix, relative) -> sha256
     command: str | None = None  # the command that reproduces this run
