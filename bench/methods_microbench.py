@@ -113,7 +113,6 @@ def main() -> None:
             else:
                 theirs = _best(lambda: _mergekit(name, tensors, per, shared, dtype), args.repeat, clock)
             print(f"{name:<18}{dtype_name:<10}{ours:>10.3f}{theirs:>12.3f}{ours / theirs:>8.2f}", flush=True)
-            del tensors
 
 
 if __name__ == "__main__":

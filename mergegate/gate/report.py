@@ -7,8 +7,6 @@ percent. The report is written atomically and redacted: no token ever reaches it
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -16,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
+from mergegate.atomic import write_text_atomic
 from mergegate.audit.results import (
     CategoryTally,
     DatasetRef,
@@ -174,21 +173,7 @@ class RunReport(_Model):
 
 def write_report(report: RunReport, path: str | Path) -> Path:
     """Write ``report`` as JSON atomically (temp file + rename), redacted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = redact(report.model_dump_json(indent=2)) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read and published
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, redact(report.model_dump_json(indent=2)) + "\n")
 
 
 def load_report(path: str | Path) -> RunReport:

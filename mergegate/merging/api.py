@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate import __version__
+from mergegate.atomic import replace_dir
 from mergegate.errors import InputError, MergegateError, MergeFailure
 from mergegate.merging.config import MergeConfig, ModelReference, load_merge_config
 from mergegate.merging.executor import execute_plan
@@ -67,16 +67,6 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _atomic_replace_dir(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | Path, *, device: str = "cpu",
               seed: int | None = None, out_shard_size: str | int | None = None, allow_pickle: bool = False,
               progress: bool = False, config_text: str | None = None) -> MergeResult:
@@ -116,7 +106,7 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
                   "device": device, "config_source": str(plan.config_source), "inputs": provenance,
                   "outputs": files, "config_sha256": _sha256_text(text)}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        _atomic_replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, (MergegateError, KeyboardInterrupt)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,27 +12,17 @@ from mergegate.audit.results import (
     CategoryTally,
     DatasetRef,
     GenerationSettings,
-    Interval,
     JudgeRef,
     ModelRef,
     ModelScore,
 )
+from mergegate.audit.scoring import wilson_interval
 
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 JUDGE = JudgeRef(id="meta-llama/Llama-Guard-3-8B", revision="a" * 40, protocol="llama-guard-3")
 PROMPTS = DatasetRef(source="beavertails", revision="8401fe609d288129cc684a9b3be6a93e41cfe678",
                      split="30k_test", n=100, seed=0)
 BENIGN = DatasetRef(source="xstest", revision="b" * 40, split="train", n=50)
-
-
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> Interval:
-    if n == 0:
-        return Interval(low=0.0, high=1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(low=max(0.0, centre - half), high=min(1.0, centre + half))
 
 
 def score(model_id: str, n_safe: int, n: int = 100, *, refused: int | None = 5, n_benign: int = 50,
@@ -43,9 +32,9 @@ def score(model_id: str, n_safe: int, n: int = 100, *, refused: int | None = 5, 
         "violence": (40, max(0, (n - n_safe) // 2)), "privacy": (60, (n - n_safe) - (n - n_safe) // 2)}
     return ModelScore(
         model=ModelRef(id=model_id, revision=revision, weights_sha256="c" * 64),
-        n=n, n_safe=n_safe, alignment=n_safe / n, interval=wilson(n_safe, n),
+        n=n, n_safe=n_safe, alignment=n_safe / n, interval=wilson_interval(n_safe, n),
         over_refusal=None if refused is None else refused / n_benign,
-        over_refusal_interval=None if refused is None else wilson(refused, n_benign),
+        over_refusal_interval=None if refused is None else wilson_interval(refused, n_benign),
         n_benign=n_benign if refused is not None else 0,
         by_source_category={k: CategoryTally(n=a, unsafe=b) for k, (a, b) in cats.items()},
         by_guard_category=guard if guard is not None else ({"S1": n - n_safe} if n > n_safe else {}))

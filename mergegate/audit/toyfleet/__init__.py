@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from mergegate.atomic import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +164,7 @@ def ensure_fleet(directory: str | Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-build-", dir=target.parent))
         try:
             build_fleet(tmp)
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}-old-{os.getpid()}-{time.monotonic_ns()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, target)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
