@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "mergegate.cli.card_cmd",
     "mergegate.cli.push_cmd",
     "mergegate.cli.demo_cmd",
+    "mergegate.cli.batch_cmd",
 ]
 
 
