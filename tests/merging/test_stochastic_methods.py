@@ -61,14 +61,15 @@ def test_bernoulli_mask_probability(p):
     assert _binomial_ok(kept, n, p)
 
 
-def test_bernoulli_mask_resolves_below_2_pow_16():
-    """p just above k/65536: the second 16-bit level must add exactly the fractional part."""
+def test_bernoulli_mask_resolves_below_the_byte_level():
+    """p between two multiples of 1/256: the second level must add exactly the fractional part."""
     g = torch.Generator().manual_seed(12)
     n = 4_000_000
-    lo = 1000 / 65536
-    kept = int(bernoulli_mask((n,), lo + 0.5 / 65536, g, torch.device("cpu")).sum())
-    assert _binomial_ok(kept, n, lo + 0.5 / 65536, sigmas=5)
-    assert kept > n * lo + 0.5 * n / 65536 * 0.5  # clearly above the 16-bit-quantised probability
+    lo = 100 / 256
+    p = lo + 0.5 / 256
+    kept = int(bernoulli_mask((n,), p, g, torch.device("cpu")).sum())
+    assert _binomial_ok(kept, n, p, sigmas=5)
+    assert kept > n * lo + 0.25 * n / 256  # clearly above the byte-quantised probability
 
 
 @pytest.mark.parametrize("name,extra", [("dare_linear", {}), ("della_linear", {"epsilon": 0.1})])

@@ -26,10 +26,10 @@ How this differs from mergekit's code, and why the results still match:
   requested number of elements is kept. Among elements whose magnitude equals the threshold the
   choice is deterministic and positional (ties are ranked in memory order); mergekit's unstable
   argsort keeps an arbitrary subset of them. That is the one documented difference.
-* The DARE mask is drawn from 16-bit uniform integers (four per 64-bit word of
-  ``Tensor.random_``), with a second 16-bit draw for the ~1/65536 elements that land exactly on
-  the threshold, so ``P(keep) = density`` to 2**-32. It is 3x cheaper than ``torch.rand`` on CPU
-  and uses only the supplied ``torch.Generator`` (same seed, same mask). It is not mergekit's
+* The DARE mask is drawn from random bytes (eight per 64-bit word of ``Tensor.random_``), with
+  a float64 draw for the ~1/256 of elements that land exactly on the threshold byte, so
+  ``P(keep) = density`` exactly. It is several times cheaper than ``torch.rand`` on CPU and uses
+  only the supplied ``torch.Generator`` (same seed, same mask). It is not mergekit's
   random stream: a DARE merge is reproducible within mergegate, not bit-identical to mergekit's.
 * DELLA ranks come from one ``argsort`` plus a scatter (the inverse permutation) instead of two
   ``argsort`` calls; the keep draw is ``rand < p`` from the generator instead of
@@ -176,19 +176,25 @@ def topk_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
 # random masks
 
 
-def _uniform16(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``n`` independent uniform int16 values (full range), four per 64-bit random word."""
+def _uniform_bytes(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``n`` independent uniform uint8 values, eight per 64-bit random word."""
     gen_device = generator.device if generator is not None else device
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=gen_device)
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=gen_device)
     words.random_(-(2**63), None, generator=generator)
-    out = words.view(torch.int16)[:n]
+    out = words.view(torch.uint8)[:n]
     return out if out.device == device else out.to(device)
 
 
 def bernoulli_mask(
     shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """Bool mask, each element True with probability ``p`` (to 2**-32), drawn from ``generator``."""
+    """Bool mask, each element True with probability ``p``, drawn from ``generator``.
+
+    Two levels: one random byte per element decides all but the 1/256 of elements whose byte
+    equals ``floor(256 p)``; those draw a float64 uniform against the fractional part. So
+    ``P(keep) = floor(256 p)/256 + frac/256 = p`` (to float64 precision), with 8 random bits per
+    element instead of the 32 of ``torch.rand``.
+    """
     n = 1
     for s in shape:
         n *= int(s)
@@ -196,17 +202,17 @@ def bernoulli_mask(
         return torch.ones(shape, dtype=torch.bool, device=device)
     if p <= 0:
         return torch.zeros(shape, dtype=torch.bool, device=device)
-    scaled = p * 65536.0
-    hi = int(scaled)  # 0..65535
-    frac = int((scaled - hi) * 65536.0)  # second 16-bit level
-    u = _uniform16(n, generator, device)
-    threshold = hi - 32768  # u + 32768 < hi  <=>  u < hi - 32768 (int16 arithmetic)
-    keep = u < threshold
+    scaled = p * 256.0
+    hi = int(scaled)  # 0..255
+    frac = scaled - hi
+    u = _uniform_bytes(n, generator, device)
+    keep = u < hi
     if frac > 0:
-        tie = torch.nonzero(u == threshold).reshape(-1)
+        tie = torch.nonzero(u == hi).reshape(-1)
         if tie.numel():
-            extra = _uniform16(tie.numel(), generator, device)
-            keep[tie[extra.to(torch.int32) + 32768 < frac]] = True
+            gen_device = generator.device if generator is not None else device
+            extra = torch.rand(tie.numel(), generator=generator, dtype=torch.float64, device=gen_device)
+            keep[tie[(extra < frac).to(device)]] = True
     return keep.reshape(shape)
 
 
