@@ -248,12 +248,15 @@ NORM_CHUNK = 1 << 20
 
 
 def l1_norm_chunked(t: torch.Tensor) -> torch.Tensor:
-    """``||t||_1`` accumulated in float32 per chunk and float64 across chunks (0-dim float64
-    tensor), through one reused chunk buffer: no full-size temporary. For the stochastic
-    sparsifiers, whose masks are not mergekit's anyway."""
+    """``||t||_1`` as a 0-dim float64 tensor, for the stochastic sparsifiers (whose masks are not
+    mergekit's anyway): one fused reduction, or for float16 a float32 sum per chunk through one
+    reused buffer (no full-size temporary, no float16 overflow)."""
     flat = t.reshape(-1)
+    if t.dtype != torch.float16:
+        # one fused |x|-sum kernel (float accumulation inside); float16 could overflow its result
+        return torch.linalg.vector_norm(flat, 1).to(torch.float64)
     n = flat.numel()
-    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    acc = torch.float32
     buf = torch.empty(min(n, NORM_CHUNK), dtype=t.dtype, device=t.device)
     total = torch.zeros((), dtype=torch.float64, device=t.device)
     for start in range(0, n, NORM_CHUNK):
