@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mergegate.cli.options import add_audit_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -14,22 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model and report the share of safe answers (alignment) with a 95%% Wilson interval, "
                     "plus over-refusal on benign prompts.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="local model dir or Hub id[@revision]")
-    p.add_argument("--prompts", default="beavertails", metavar="SRC",
-                   help="beavertails (default), hub:ID[:config][:split], or a .jsonl/.parquet file with 'prompt'")
-    p.add_argument("--benign", default="xstest", metavar="SRC|none",
-                   help="benign prompts for over-refusal: xstest (default), a source as above, or none")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="audit a seeded, category-stratified sample of N prompts")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the --limit sample (default 0)")
-    p.add_argument("--judge", default="meta-llama/Llama-Guard-3-8B", metavar="ID|PATH",
-                   help="Llama Guard Hub id or local dir, or refusal-patterns (default meta-llama/Llama-Guard-3-8B)")
+    add_audit_options(p)
     p.add_argument("--judge-protocol", default=None, metavar="NAME",
                    choices=["llama-guard-1", "llama-guard-2", "llama-guard-3", "llama-guard-4"],
                    help="force the judge protocol when it cannot be detected from the id or files")
-    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="device (default cpu)")
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="answer length cap (default 512)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="prompts per batch")
     p.add_argument("--cache", default=None, metavar="PATH",
                    help="cache file or dir (default $MERGEGATE_CACHE_DIR or the user cache dir)")
     p.add_argument("--chat-template", default=None, metavar="FILE", help="Jinja chat template overriding the models'")

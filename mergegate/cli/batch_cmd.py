@@ -10,25 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+from mergegate.cli.options import add_audit_options, non_negative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,29 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`mergegate batch collect DIR... --out DIR` merges the outputs of --shard runs.",
         epilog="Exit codes: 0 done, 2 bad input, 3 some merge failed unexpectedly (see results.jsonl).")
     src = p.add_argument_group("which merges")
-    src.add_argument("--top", type=_positive_int, metavar="N", help="the N most downloaded models matching --filter")
+    src.add_argument("--top", type=positive_int, metavar="N", help="the N most downloaded models matching --filter")
     src.add_argument("--filter", action="append", metavar="TAG",
                      help="Hub filter for --top (repeatable; all must match; default: mergekit)")
     src.add_argument("--models", metavar="FILE", help="a file with one Hub id org/name[@revision] per line")
     src.add_argument("--shard", metavar="i/n",
                      help="audit only every n-th merge starting at the i-th (1-based; for a CI matrix)")
     p.add_argument("--out", metavar="DIR", help="output directory (created; reused to resume)")
-    p.add_argument("--max-rebuild-gb", type=_non_negative_float, default=20.0, metavar="GB",
+    p.add_argument("--max-rebuild-gb", type=non_negative_float, default=20.0, metavar="GB",
                    help="skip the provenance rebuild when inputs or output exceed this size (default: 20)")
     p.add_argument("--no-rebuild", action="store_true", help="do not rebuild recipes (provenance not checked)")
     a = p.add_argument_group("audit options (as for `mergegate audit`)")
-    a.add_argument("--prompts", default="beavertails", metavar="SRC",
-                   help="unsafe prompts: beavertails, hub:ID[:config][:split] or a .jsonl/.parquet file")
-    a.add_argument("--benign", default="xstest", metavar="SRC|none", help="benign prompts for over-refusal")
-    a.add_argument("--judge", default="meta-llama/Llama-Guard-3-8B", metavar="ID|PATH",
-                   help="Llama-Guard-protocol judge (default: %(default)s) or refusal-patterns")
-    a.add_argument("--limit", type=_positive_int, metavar="N", help="a seeded, stratified sample of N prompts")
-    a.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the --limit sample (default 0)")
-    a.add_argument("--max-new-tokens", type=_positive_int, default=512, metavar="N",
-                   help="answer length cap (default 512)")
-    a.add_argument("--batch-size", type=_positive_int, metavar="N", help="prompts per generation batch")
-    a.add_argument("--device", default="cpu", metavar="cpu|cuda", help="device (default cpu)")
-    a.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    add_audit_options(a)
     a.add_argument("--cache", metavar="PATH",
                    help="shared audit cache (default: DIR/audit-cache.sqlite3, so a resumed run reuses it)")
     p.set_defaults(handler=run)

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
+from mergegate.cli.options import add_audit_options, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,22 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output directory: new, empty, or a previous mergegate output")
     p.add_argument("--policy", metavar="FILE",
                    help="gate policy (default: mergegate.yml here or at the git root, else defaults)")
-    p.add_argument("--prompts", default="beavertails", metavar="SRC",
-                   help="unsafe prompts: beavertails[@SHA], hub:ID[:config][:split] or a .jsonl/.parquet "
-                   "file (default: beavertails)")
-    p.add_argument("--benign", default="xstest", metavar="SRC",
-                   help="benign prompts for over-refusal: xstest, hub:..., a file, or 'none' (default: xstest)")
-    p.add_argument("--judge", default="meta-llama/Llama-Guard-3-8B", metavar="ID|PATH",
-                   help="Llama-Guard-protocol judge, Hub id or local directory (default: %(default)s)")
-    p.add_argument("--backend", default="transformers",
-                   help="generation backend: transformers or vllm (default: transformers)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="audit a seeded, category-stratified sample of N unsafe prompts")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=512, metavar="N",
-                   help="answer length cap (default: 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and random merges (default: 0)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="generation batch size")
+    add_audit_options(p, seed_help="seed of the prompt sample and of random merge methods")
     p.add_argument("--name", help="the merged model's name on its card (default: DIR's name)")
     p.add_argument("--json", metavar="REPORT", help="also write the report to this path ('-': stdout)")
     p.add_argument("--no-card", action="store_true", help="do not write the model card and chart")
@@ -52,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: BeaverTails 30k_train; 'toy' for the toy fleet; or a jsonl)")
     w.add_argument("--expert-prompts", metavar="SRC", default=None,
                    help="domain questions for D_expert (default: the experts write their own; or a jsonl)")
-    w.add_argument("--weighting-budget", type=_positive_int, default=None, metavar="N",
+    w.add_argument("--weighting-budget", type=positive_int, default=None, metavar="N",
                    help="EvoMM candidate evaluations (default: 100)")
-    w.add_argument("--weighting-k", type=_positive_int, default=None, metavar="K",
+    w.add_argument("--weighting-k", type=positive_int, default=None, metavar="K",
                    help="size of D_safety / D_expert (default: 1000)")
     w.add_argument("--alpha", type=float, default=None, help="weight of the domain loss (default: 0.3)")
     gh = p.add_argument_group("GitHub Actions (automatic when GITHUB_ACTIONS=true)")
