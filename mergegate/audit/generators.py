@@ -75,8 +75,18 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
     return tok
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars (weight loading/saving): they would interleave with
+    mergegate's output in logs and CI; mergegate reports progress itself."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def load_causal_lm(path: Path, *, device: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
     from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
 
     kwargs = dict(dtype=default_dtype(device), trust_remote_code=trust_remote_code,
                   use_safetensors=None if allow_pickle else True)

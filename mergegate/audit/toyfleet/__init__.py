@@ -79,8 +79,10 @@ def build_fleet(directory: str | Path, *, steps_scale: float = 1.0, parallel: bo
 
     import torch
 
+    from mergegate.audit.generators import quiet_transformers
     from mergegate.audit.toyfleet import train
 
+    quiet_transformers()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
