@@ -89,6 +89,11 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
         log.warning("merge_method %s is random and no --seed was given: using seed %d (recorded)",
                     cfg.merge_method, seed)
     out_dir = Path(out_dir).expanduser().resolve()
+    for im in plan.inputs.values():
+        src = im.model.path.resolve()
+        if out_dir == src or out_dir in src.parents or src in out_dir.parents:
+            raise InputError(f"the output directory overlaps the input model {im.model.ref}", field="out_dir",
+                             source=str(out_dir), hint="write the merge to a directory outside every input model")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:

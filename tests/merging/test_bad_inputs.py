@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mergegate.cli.main import main
-from mergegate.errors import ConfigError, ModelFilesError, UnsupportedMethodError
+from mergegate.errors import ConfigError, InputError, ModelFilesError, UnsupportedMethodError
 from mergegate.merging import run_merge
 from mergegate.merging.config import load_merge_config
 from mergegate.merging.random_models import LlamaShape, make_family
@@ -209,3 +209,13 @@ def test_missing_required_parameter(pair, tmp_path):
     with pytest.raises(ConfigError, match="missing required parameter 'weight'"):
         run_merge(config, tmp_path / "out")
     _assert_no_output(tmp_path / "out")
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_output_overlapping_an_input_is_refused(pair, where):
+    base, e1, _ = pair
+    before = (e1 / "model.safetensors").read_bytes()
+    out = e1 if where == "same" else e1 / "merged"
+    with pytest.raises(InputError, match="overlaps the input model"):
+        run_merge(_ta(base, e1), out)
+    assert (e1 / "model.safetensors").read_bytes() == before
