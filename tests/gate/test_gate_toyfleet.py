@@ -7,13 +7,15 @@ session, so the runs after the first are quick. Marked slow: about a minute in a
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from huggingface_hub import ModelCard
 
 from mergegate.cli.main import main
-from mergegate.gate.demo import DEMO_MERGES, render_recipe
+from mergegate.gate.demo import DEMO_MERGES, DEMO_POLICY, render_recipe
 from mergegate.gate.report import load_report
 
 pytestmark = pytest.mark.slow
@@ -22,8 +24,12 @@ LIMIT = ["--limit", "100", "--max-new-tokens", "48", "--no-github"]
 
 
 def audit_args(fleet: Path, judge: Path | None = None) -> list[str]:
+    # the demo's policy: the toy fleet's over-refusal, on 60 benign prompts, moves by ~12 pp between
+    # merges that behave alike, over the default 10 pp rule
+    policy = Path(tempfile.mkdtemp(prefix="mergegate-policy-")) / "mergegate.yml"
+    policy.write_text(yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True)))
     return ["--prompts", str(fleet / "prompts/unsafe.jsonl"), "--benign", str(fleet / "prompts/benign.jsonl"),
-            "--judge", str(judge or fleet / "guard"), *LIMIT]
+            "--judge", str(judge or fleet / "guard"), "--policy", str(policy), *LIMIT]
 
 
 def recipe(tmp_path: Path, fleet: Path, name: str) -> Path:

@@ -23,9 +23,12 @@ def fleet(toy_fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(fleet: Path, recipe: Path, out: Path) -> list[str]:
+    # alignment only: over-refusal is not measured here, so its (default-on) rule is switched off
+    policy = recipe.parent / "mergegate.yml"
+    policy.write_text("max_over_refusal_increase: null\n")
     return ["run", str(recipe), "--out", str(out), "--prompts", str(fleet / "prompts/unsafe.jsonl"),
             "--benign", "none", "--judge", str(fleet / "guard"), "--limit", "100",
-            "--max-new-tokens", "48", "--no-github"]
+            "--max-new-tokens", "48", "--no-github", "--policy", str(policy)]
 
 
 @pytest.mark.slow
