@@ -144,3 +144,59 @@ def test_dare_ties_zero_density_input_still_counts_in_no_consensus_divisor():
                                                       {"weight": 1.0, "density": 1.0}],
                 {"normalize": True}, seed=2)
     torch.testing.assert_close(out, base + (x - base) / 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("density", [0.5, 0.3 + 0.5 / 256])
+def test_fused_dare_chunks_match_the_two_level_byte_mask(monkeypatch, dtype, density):
+    """The fused chunked DARE (subtract, mask, norms per chunk) keeps exactly the elements whose
+    random byte is below floor(256 p) (plus the second-level ties), chunk after chunk from one
+    generator, and its rescale factor is the ratio of the L1 norms."""
+    from mergegate.merging.methods import sparsify as sp
+
+    monkeypatch.setattr(sp, "DARE_CHUNK", 4096)
+    n = 4096 * 5 + 123  # several chunks and a ragged tail
+    base, x = _pair(n=n, dtype=dtype)
+    delta = x - base
+    got = sp.random_delta(x, base, density, rescale=True, generator=torch.Generator().manual_seed(4))
+    again = sp.sparsify_delta(delta.clone(), density, "random", rescale=True,
+                              generator=torch.Generator().manual_seed(4), inplace=True)
+    assert torch.equal(got.delta, again.delta) and got.scale == again.scale
+    # replay the draws chunk by chunk
+    g = torch.Generator().manual_seed(4)
+    hi = int(density * 256)
+    frac = density * 256 - hi
+    keep = []
+    for start in range(0, n, 4096):
+        c = min(n, start + 4096) - start
+        if density == 0.5:  # one bit per element: bit r of byte j decides element r * nb + j
+            nb = (c + 7) // 8
+            u = torch.empty((nb + 7) // 8, dtype=torch.int64).random_(-(2**63), None, generator=g)
+            u = u.view(torch.uint8)[:nb].to(torch.int64)
+            bits = (u.view(1, nb) >> torch.arange(8).view(8, 1)) & 1
+            keep.append(bits.reshape(-1)[:c].bool())
+            continue
+        u = torch.empty((c + 7) // 8, dtype=torch.int64).random_(-(2**63), None, generator=g).view(torch.uint8)[:c]
+        k = u < hi
+        if frac > 0:
+            tie = torch.nonzero(u == hi).reshape(-1)
+            if tie.numel():
+                k[tie[torch.rand(tie.numel(), generator=g, dtype=torch.float64) < frac]] = True
+        keep.append(k)
+    keep = torch.cat(keep)
+    assert torch.equal(got.delta != 0, keep & (delta != 0))
+    assert torch.equal(got.delta[keep], delta[keep])
+    ratio = delta.double().abs().sum() / got.delta.double().abs().sum()
+    tol = 1e-6 if dtype in (torch.float32, torch.float64) else 1e-2
+    assert abs(got.scale / float(ratio) - 1) < tol
+
+
+def test_fused_dare_same_seed_same_mask_other_seed_differs():
+    from mergegate.merging.methods import sparsify as sp
+
+    base, x = _pair(n=300_000, dtype=torch.bfloat16)
+    a = sp.random_delta(x, base, 0.4, rescale=True, generator=torch.Generator().manual_seed(1))
+    b = sp.random_delta(x, base, 0.4, rescale=True, generator=torch.Generator().manual_seed(1))
+    c = sp.random_delta(x, base, 0.4, rescale=True, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.delta, b.delta) and a.scale == b.scale
+    assert not torch.equal(a.delta, c.delta)

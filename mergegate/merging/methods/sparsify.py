@@ -31,6 +31,11 @@ How this differs from mergekit's code, and why the results still match:
   ``P(keep) = density`` exactly. It is several times cheaper than ``torch.rand`` on CPU and uses
   only the supplied ``torch.Generator`` (same seed, same mask). It is not mergekit's
   random stream: a DARE merge is reproducible within mergegate, not bit-identical to mergekit's.
+  On CPU the whole DARE step is fused per ``DARE_CHUNK`` elements (``random_delta``): subtract,
+  L1 before, that chunk's bytes, mask (integer ops: dropped elements become +0.0), L1 after, on a
+  cache-resident chunk; the draws are sequential chunk after chunk, so the mask depends on the
+  seed only. The L1 norms are sums of per-chunk partial sums (the tensor dtype's own ``sum``,
+  float32 for float16), which is as exact as the single rounding of the work-dtype factor needs.
 * DELLA ranks come from one ``argsort`` plus a scatter (the inverse permutation) instead of two
   ``argsort`` calls; the keep draw is ``rand < p`` from the generator instead of
   ``torch.bernoulli(p)`` from the global RNG. A row of one element (mergekit: 0/0) gets
@@ -353,10 +358,110 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float = 0.01,
     return _apply_mask(delta, keep, rescale, delta.dtype, inplace, exact_norm=True)
 
 
+DARE_CHUNK = 1 << 20  # elements per fused DARE step: the chunk and its mask stay in cache
+
+
+def _fused_ok(t: torch.Tensor, generator: torch.Generator | None) -> bool:
+    return (t.device.type == "cpu" and t.dtype in _INT_VIEW and t.is_contiguous()
+            and (generator is None or generator.device.type == "cpu"))
+
+
+def _abs_into(chunk: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """``|chunk|`` written into ``buf`` (same dtype) by clearing the sign bit (cheaper than abs)."""
+    ity = _INT_VIEW[chunk.dtype]
+    mask = (1 << (torch.iinfo(ity).bits - 1)) - 1
+    torch.bitwise_and(chunk.view(ity), mask, out=buf.view(ity))
+    return buf
+
+
+def random_delta(x: torch.Tensor, base: torch.Tensor | None, density: float, *, rescale: bool = False,
+                 generator: torch.Generator | None = None, out: torch.Tensor | None = None) -> Sparsified:
+    """DARE on the task vector ``x - base`` (``base`` None: ``x`` is the task vector), fused per
+    ``DARE_CHUNK`` elements: subtract, L1 before, the chunk's random bytes, mask, L1 after, all on
+    an L2-resident chunk written once into ``out`` (allocated when None; may be ``x``).
+
+    The mask is ``bernoulli_mask``'s two-level byte draw, done chunk by chunk from ``generator``
+    (deterministic: the chunks and the draws are sequential), except that density 1/2 takes one
+    random bit per element (bit r of byte j decides the chunk's element ``r * bytes + j``), which
+    is exact too and 8x fewer draws. CPU tensors only (``_fused_ok``)."""
+    flat_x = x.reshape(-1)
+    n = flat_x.numel()
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dst = out.view(-1)
+    flat_b = None if base is None else base.reshape(-1)
+    scaled = density * 256.0
+    hi = int(scaled)  # 0..255
+    frac = scaled - hi
+    step = min(DARE_CHUNK, ((n + 7) // 8) * 8) or 8
+    words = torch.empty(step // 8, dtype=torch.int64)
+    ubytes = words.view(torch.uint8)
+    ity = _INT_VIEW[x.dtype]
+    shift = torch.iinfo(ity).bits - 1
+    keep = torch.empty(step, dtype=ity)  # per element: all ones (keep) or 0 (drop)
+    buf = torch.empty(step, dtype=x.dtype) if rescale else None
+    half = hi == 128 and frac == 0  # density 1/2: one random bit per element instead of a byte
+    if half:
+        words = torch.empty((step // 8 + 7) // 8, dtype=torch.int64)
+        ubytes = words.view(torch.uint8)
+        spread = torch.empty((1, step // 8), dtype=ity)
+        # row i of the (8, bytes) mask takes bit i of each byte to the sign position
+        shifts = (shift - torch.arange(8, dtype=torch.int64)).to(ity).view(8, 1)
+    acc = torch.float32 if x.dtype == torch.float16 else None  # float16 partial sums could overflow
+    before, after = [], []
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        c = stop - start
+        d = dst[start:stop]
+        if flat_b is not None:
+            torch.sub(flat_x[start:stop], flat_b[start:stop], out=d)
+        elif d.data_ptr() != flat_x.data_ptr() + start * flat_x.element_size():
+            d.copy_(flat_x[start:stop])
+        if rescale:
+            before.append(_abs_into(d, buf[:c]).sum(dtype=acc))
+        k = keep[:c]
+        if half:
+            nb = (c + 7) // 8  # element r * nb + j of the chunk keeps when bit r of byte j is set
+            words[: (nb + 7) // 8].random_(-(2**63), None, generator=generator)
+            b = spread[:, :nb]
+            b.view(-1).copy_(ubytes[:nb])
+            kk = keep[: 8 * nb]
+            torch.bitwise_left_shift(b, shifts, out=kk.view(8, nb))
+            kk.bitwise_right_shift_(shift)
+            d.view(ity).bitwise_and_(k)
+            if rescale:
+                after.append(_abs_into(d, buf[:c]).sum(dtype=acc))
+            continue
+        w = words[: (c + 7) // 8]
+        w.random_(-(2**63), None, generator=generator)
+        u = ubytes[:c]
+        # keep = u < hi as a bit mask, with integer ops only (several times cheaper than a bool
+        # compare and a multiply): u - hi is negative exactly when kept; >> shift spreads its sign
+        k.copy_(u)
+        k.sub_(hi)
+        if frac > 0:
+            tie = torch.nonzero(k == 0).reshape(-1)  # u == hi: the second level decides
+            if tie.numel():
+                extra = torch.rand(tie.numel(), generator=generator, dtype=torch.float64)
+                k[tie[extra < frac]] = -1
+        k.bitwise_right_shift_(shift)
+        d.view(ity).bitwise_and_(k)  # dropped elements become +0.0
+        if rescale:
+            after.append(_abs_into(d, buf[:c]).sum(dtype=acc))
+    if not rescale:
+        return Sparsified(out)
+    b = torch.stack(before).to(torch.float64).sum() if before else torch.zeros((), dtype=torch.float64)
+    a = torch.stack(after).to(torch.float64).sum() if after else torch.zeros((), dtype=torch.float64)
+    return Sparsified(out, l1_rescale_factor(b, a, _work_dtype(x)))
+
+
 def random(delta: torch.Tensor, density: float, *, rescale: bool = False, generator: torch.Generator | None = None,
            inplace: bool = False) -> Sparsified:
     if density >= 1:
         return Sparsified(delta)
+    if density > 0 and _fused_ok(delta, generator):
+        return random_delta(delta, None, density, rescale=rescale, generator=generator,
+                            out=delta if inplace else None)
     keep = bernoulli_mask(delta.shape, density, generator, delta.device)
     return _apply_mask(delta, keep, rescale, _work_dtype(delta), inplace)
 

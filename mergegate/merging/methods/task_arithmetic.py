@@ -120,6 +120,13 @@ class GeneralizedTaskArithmetic:
                 continue
             if v.sparsification == "della_magprune":
                 sp.check_della(density, float(params.get("epsilon", 0.15)))
+            if (v.sparsification == "random" and 0 < density and tensor.dtype == dtype
+                    and tensor.shape == base.shape and tensor.is_contiguous() and sp._fused_ok(base, inp.generator)):
+                # DARE fused per cache-sized chunk (subtract, norms, mask): one pass over the inputs
+                s = sp.random_delta(tensor, base, density, rescale=rescale, generator=inp.generator)
+                s.delta = flat(s.delta)
+                stored.append(s)
+                continue
             s = sp.sparsify_delta(
                 tensor - base,
                 density,
@@ -142,6 +149,9 @@ class GeneralizedTaskArithmetic:
             normalize=normalize,
             lam=lam,
         )
+
+
+COMBINE_CPU_CHUNK = 1 << 20  # n x 1M compute-dtype chunk: ~20% faster than 4M (stays nearer the caches)
 
 
 def combine(
@@ -168,8 +178,18 @@ def combine(
     total = total.to(device)
     numel = dst.numel()
     plus = torch.ones((), dtype=dtype, device=device)
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        # the sum over inputs as a (1, n) x (n, c) matmul: float32 accumulation in input order and
+        # one rounding, like d.sum(0) (bit-identical), and ~3x faster than that strided reduction
+        ones_row = torch.ones((1, n), dtype=dtype, device=device)
+
+        def rowsum(t: torch.Tensor) -> torch.Tensor:
+            return torch.mm(ones_row, t)[0]
+    else:
+        def rowsum(t: torch.Tensor) -> torch.Tensor:
+            return t.sum(0)
     buf = None
-    for sl in chunk_slices(numel, device):
+    for sl in chunk_slices(numel, device, COMBINE_CPU_CHUNK if device.type == "cpu" else None):
         c = sl.stop - sl.start
         if buf is None or buf.shape[1] < c:
             buf = torch.empty((n, c), dtype=dtype, device=device)
@@ -187,18 +207,18 @@ def combine(
         if consensus:
             # majority = +1 where sum_i d_i >= 0 else -1 (copysign: a sum of -0.0 only happens when
             # every d_i is a zero, which no majority keeps)
-            majority = torch.copysign(plus, d.sum(0))
+            majority = torch.copysign(plus, rowsum(d))
             d.mul_(majority)  # exact (times +-1): the kept elements are now the positive ones
             d.clamp_(min=0)
-            mixed = d.sum(0).mul_(majority)
+            mixed = rowsum(d).mul_(majority)
             if normalize:
                 d.sign_()  # 1 where kept, 0 elsewhere
                 d.mul_(wcol)
-                divisor = d.sum(0)
+                divisor = rowsum(d)
                 divisor.masked_fill_(divisor == 0, 1)
                 mixed.div_(divisor)
         else:
-            mixed = d.sum(0)
+            mixed = rowsum(d)
             if normalize:
                 mixed.div_(total)
         if lam != 1:
