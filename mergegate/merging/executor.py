@@ -1,8 +1,8 @@
 """Run a merge plan tensor by tensor, streaming inputs from memory maps and outputs to disk.
 
-While one tensor is being merged, a background thread already reads, checks (NaN/Inf) and casts
-the inputs of the next one, and another writes (and hashes) the previous result, so disk I/O
-overlaps with arithmetic. Stochastic methods get a
+Inputs are read (zero-copy from the page cache), checked for NaN/Inf and cast on the main thread,
+whose torch ops already use every core (a prefetch thread only competed with them on 2 cores);
+a background thread writes and hashes the previous result while the next one is merged. Stochastic methods get a
 generator seeded from (seed, tensor name): the result is bit-identical for a seed whatever the
 order or device scheduling.
 """
@@ -59,16 +59,11 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
 
         bar = tqdm(total=len(plan.tasks), unit="tensor", desc="merging", file=sys.stderr,
                    disable=not sys.stderr.isatty())
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergegate-prefetch")
     writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergegate-write")
     written: Future[None] | None = None  # at most one tensor in flight to disk
     try:
-        pending: Future[list[torch.Tensor]] | None = None
-        for i, task in enumerate(plan.tasks):
-            if pending is None:
-                pending = pool.submit(_load_inputs, plan, task, dev)
-            tensors = pending.result()
-            pending = pool.submit(_load_inputs, plan, plan.tasks[i + 1], dev) if i + 1 < len(plan.tasks) else None
+        for task in plan.tasks:
+            tensors = _load_inputs(plan, task, dev)
             generator = None
             if method.spec.stochastic:
                 generator = torch.Generator(device=dev)
@@ -92,7 +87,6 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
         if written is not None:
             written.result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         writes.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
