@@ -16,7 +16,7 @@ With ``rescale`` the kept elements are multiplied by ``||delta||_1 / ||masked||_
 mergekit's "work dtype" (the compute dtype, except float32 for float16 on CPU for the
 stochastic methods) so the factor matches mergekit's. The deterministic sparsifiers take the norms
 exactly as mergekit does (``abs().sum()`` in that dtype); the stochastic ones, whose masks differ
-from mergekit's anyway, use a chunked float32 sum (more accurate, no full-size temporary).
+from mergekit's anyway, use fused or per-chunk sums (see below).
 
 How this differs from mergekit's code, and why the results still match:
 
