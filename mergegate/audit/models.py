@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from mergegate.errors import InputError
 from mergegate.hashing import weights_digest
 from mergegate.merging.config import ModelReference
 from mergegate.merging.resolver import resolve_model as resolve_files
+from mergegate.merging.tokenizer_files import read_chat_template  # noqa: F401 - re-exported for audit callers
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +60,3 @@ def resolve_model(spec: str, cache: AuditCache, *, allow_pickle: bool = False) -
     key = hashlib.sha256(f"{w_sha}:{aux_fingerprint(model.path, cache)}".encode()).hexdigest()
     ref = ModelRef(id=spec, revision=model.revision, weights_sha256=w_sha, local_path=str(model.path))
     return ResolvedModel(ref=ref, path=model.path, key=key)
-
-
-def read_chat_template(path: Path) -> str | None:
-    """The chat template shipped with a model, read from its files (no tokenizer load)."""
-    jinja = path / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("tokenizer_config.json", "chat_template.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(value, str):
-                return value
-            if isinstance(value, list):  # named templates
-                for item in value:
-                    if isinstance(item, dict) and item.get("name") == "default":
-                        return str(item.get("template"))
-    return None

@@ -65,17 +65,24 @@ def tokenizer_source(config: MergeConfig, plan: MergePlan) -> ModelReference:
     return ref
 
 
-def _chat_template_of(path: Path) -> str | None:
+def read_chat_template(path: Path) -> str | None:
+    """The chat template shipped with a model, read from its files (no tokenizer load)."""
     jinja = path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
-    cfg = path / "tokenizer_config.json"
-    if cfg.is_file():
-        try:
-            value = json.loads(cfg.read_text()).get("chat_template")
-        except ValueError:
-            return None
-        return value if isinstance(value, str) else None
+    for name in ("tokenizer_config.json", "chat_template.json"):
+        f = path / name
+        if f.is_file():
+            try:
+                value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(value, str):
+                return value
+            if isinstance(value, list):  # named templates
+                for item in value:
+                    if isinstance(item, dict) and item.get("name") == "default":
+                        return str(item.get("template"))
     return None
 
 
@@ -85,7 +92,7 @@ def resolve_chat_template(config: MergeConfig, plan: MergePlan) -> str | None:
     if choice is None:
         return None
     if choice == "auto":
-        templates = [t for im in plan.inputs.values() if (t := _chat_template_of(im.model.path))]
+        templates = [t for im in plan.inputs.values() if (t := read_chat_template(im.model.path))]
         return Counter(templates).most_common(1)[0][0] if templates else None
     if choice == "chatml":
         return CHATML
