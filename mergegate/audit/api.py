@@ -180,7 +180,7 @@ def audit_models(
         judge_ref = refusal.ref
         verdicts = dict(zip(pairs_all, refusal.judge(pairs_all)))
     else:
-        verdicts, judge_ref = _verdicts(judge_model, judge, pairs_all, store=store, device=device, batch_size=bs,
+        verdicts, judge_ref = judge_pairs(judge_model, judge, pairs_all, store=store, device=device, batch_size=bs,
                                         protocol=proto, trust_remote_code=trust_remote_code, progress=progress)
 
     scores: list[ModelScore] = []
@@ -196,10 +196,11 @@ def audit_models(
                        comparisons=compare_scores(scores, item_lists), mergegate_version=__version__)
 
 
-def _verdicts(jm: ResolvedModel, judge_id: str, pairs: list[tuple[str, str]], *, store: AuditCache, device: str,
+def judge_pairs(jm: ResolvedModel, judge_id: str, pairs: list[tuple[str, str]], *, store: AuditCache, device: str,
               batch_size: int, protocol: str, trust_remote_code: bool, progress: bool
               ) -> tuple[dict[tuple[str, str], Verdict], JudgeRef]:
-    """Verdicts for all pairs; the judge is loaded only when some are not cached."""
+    """Verdicts for all (prompt, answer) pairs from the judge ``jm`` (the audit's verdict cache is
+    shared); the judge is loaded only when some are not cached."""
     unique = list(dict.fromkeys(pairs))
     proto = protocol
     # the judge's cache key without loading it: weights + tokenizer/template/spec files, protocol

@@ -1,4 +1,4 @@
-"""SQLite cache of answers, verdicts and weight-file hashes.
+"""SQLite cache of answers and verdicts.
 
 Location: ``--cache PATH`` / ``cache=`` (a ``.sqlite``/``.sqlite3``/``.db`` file, or a directory
 that gets ``audit.sqlite3``), else ``$MERGEGATE_CACHE_DIR``, else
@@ -7,7 +7,7 @@ that gets ``audit.sqlite3``), else ``$MERGEGATE_CACHE_DIR``, else
 - answers are keyed by (model key, generation-settings key, sha256(prompt)); the model key hashes
   the weights (sha256 over per-file sha256) plus config/tokenizer/chat-template files;
 - verdicts by (judge key, sha256(prompt), sha256(answer));
-- per-file sha256 by (absolute path, size, mtime_ns), so re-hashing unchanged weights is a lookup.
+- per-file sha256 are not kept here: :mod:`mergegate.models.fingerprints` holds the one hash cache.
 
 Writers commit once per batch, so an interrupted audit resumes where it stopped. Several processes
 may share the file: WAL journal, a 60 s busy timeout, and ``INSERT OR IGNORE`` (answers are
@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mergegate.audit.results import Verdict
-from mergegate.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 DB_NAME = "audit.sqlite3"
@@ -40,9 +39,6 @@ CREATE TABLE IF NOT EXISTS verdicts (
     judge_key TEXT NOT NULL, prompt_sha TEXT NOT NULL, answer_sha TEXT NOT NULL,
     unsafe INTEGER NOT NULL, p_unsafe REAL NOT NULL, categories TEXT NOT NULL,
     PRIMARY KEY (judge_key, prompt_sha, answer_sha)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    PRIMARY KEY (path, size, mtime_ns)) WITHOUT ROWID;
 """
 
 
@@ -141,23 +137,7 @@ class AuditCache:
                 [(judge_key, sha256_text(p), sha256_text(a), int(v.unsafe), v.p_unsafe,
                   json.dumps(list(v.categories))) for (p, a), v in items])
 
-    # file hashes ---------------------------------------------------------------------------
-    def file_sha256(self, path: str | Path) -> str:
-        """sha256 of a file, cached by (absolute path, size, mtime_ns)."""
-        p = Path(path).resolve()
-        st = p.stat()
-        key = (str(p), st.st_size, st.st_mtime_ns)
-        conn = self._conn()
-        row = conn.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-                           key).fetchone()
-        if row:
-            return str(row[0])
-        digest = sha256_file(p, use_cache=False)
-        with conn:
-            conn.execute("INSERT OR IGNORE INTO file_hashes VALUES (?, ?, ?, ?)", (*key, digest))
-        return digest
-
     def counts(self) -> dict[str, int]:
         conn = self._conn()
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("answers", "verdicts", "file_hashes")}
+                for t in ("answers", "verdicts")}

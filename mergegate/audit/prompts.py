@@ -17,7 +17,6 @@ Hub datasets are pinned to a commit sha (``HfApi.dataset_info``), recorded in ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -30,7 +29,7 @@ from typing import Any
 
 from mergegate.audit.results import DatasetRef
 from mergegate.errors import InputError
-from mergegate.merging.resolver import hub_offline
+from mergegate.models import hub_offline, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +129,7 @@ def stratified_sample(prompts: list[Prompt], limit: int, seed: int) -> list[Prom
     return [prompts[i] for i in sorted(chosen)]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _read_local(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if path.suffix == ".jsonl":
         rows: list[dict[str, Any]] = []
         with path.open(encoding="utf-8") as fh:
@@ -244,12 +235,12 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
         if not path.is_file():
             raise InputError("prompt file not found", source=source,
                              hint="give 'beavertails', 'hub:ID[:config][:split]' or a .jsonl/.parquet file")
-        rows, cols = _read_local(path)
+        rows, cols = read_local_rows(path)
         if not rows:
             raise InputError("the prompt file has no rows: the prompt set is empty", source=source,
                              hint="add one JSON object with a 'prompt' field per line")
         prompts = rows_to_prompts(rows, source=source, columns=cols)
-        revision, split = _file_sha256(path), None
+        revision, split = sha256_file(path, use_cache=False), None
     if not prompts:
         raise InputError("the prompt set is empty after filtering and de-duplication", source=source,
                          hint="check the file/split has non-empty 'prompt' values (and unsafe rows)")

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mergegate.errors import InputError
-    from mergegate.gate.batch.runner import AuditOptions, run_batch
+    from mergegate.batch.runner import AuditOptions, run_batch
 
     if not args.out:
         raise InputError("--out DIR is required", field="out")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from mergegate.gate.batch.runner import collect
+    from mergegate.batch.runner import collect
 
     records = collect(args.dirs, args.out)
     print(f"{len(records)} merge(s) from {len(args.dirs)} shard(s) written to {args.out}")

@@ -13,11 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergegate.atomic import write_text_atomic
 from mergegate.errors import MergegateError
 from mergegate.gate.decision import RuleResult
 from mergegate.gate.methods import method_info
-from mergegate.gate.recipe import looks_like_hub_id
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
+from mergegate.models import looks_like_hub_id
 from mergegate.redact import redact
 
 if TYPE_CHECKING:
@@ -340,11 +341,7 @@ def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> 
         from mergegate.gate.plot import write_alignment_plot
 
         write_alignment_plot(report, out_dir / (report.plot or PLOT_FILENAME))
-    path = out_dir / CARD_FILENAME
-    tmp = path.with_name(f".{CARD_FILENAME}.tmp")
-    card.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out_dir / CARD_FILENAME, str(card))
 
 
 def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True) -> Path:
@@ -358,7 +355,7 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
         InputError: the report is unreadable or records an error (an errored run has no card).
     """
     from mergegate.errors import InputError
-    from mergegate.hashing import sha256_file
+    from mergegate.models.fingerprints import sha256_file
     from mergegate.gate.report import REPORT_FILENAME, load_report, write_report
 
     report_path = Path(report_path)

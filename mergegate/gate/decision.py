@@ -16,7 +16,7 @@ from mergegate.errors import AuditError
 from mergegate.gate.policy import GatePolicy
 
 if TYPE_CHECKING:
-    from mergegate.gate.report import ModelSummary
+    from mergegate.gate.summary import ModelSummary
 
 _EPS = 1e-9  # percent; absorbs float noise such as 0.93 * 100 = 93.00000000000001
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

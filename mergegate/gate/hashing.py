@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergegate.gate.report import REPORT_FILENAME
-from mergegate.hashing import sha256_file
+from mergegate.models.fingerprints import sha256_file
 
 # Never part of what is published (upload_folder ignores .git/ and .cache/huggingface/ too).
 IGNORED_DIRS = (".git", ".cache")

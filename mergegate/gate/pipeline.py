@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mergegate.atomic import write_text_atomic
 from mergegate.errors import AuditError, ConfigError, InputError, MergegateError
 from mergegate.gate.card import scrub, write_card
 from mergegate.gate.decision import decide
 from mergegate.gate.hashing import hash_directory
 from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_license, read_local_license
 from mergegate.gate.policy import GatePolicy, load_policy
-from mergegate.gate.recipe import ModelReference, Recipe, load_recipe
 from mergegate.gate.report import (
     WeightingSide,
     WeightingSummary,
@@ -38,6 +38,7 @@ from mergegate.gate.report import (
     load_report,
     write_report,
 )
+from mergegate.merging.recipe import RecipeModel, RecipeSummary, read_recipe
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _remove_claims(out_dir: Path) -> None:
             path.unlink()
 
 
-def _resolve_local(ref: ModelReference, recipe: Recipe) -> Path | None:
+def _resolve_local(ref: RecipeModel, recipe: RecipeSummary) -> Path | None:
     candidates = [Path(ref.path).expanduser()]
     if recipe.directory is not None and not Path(ref.path).is_absolute():
         candidates.append(recipe.directory / ref.path)
@@ -138,7 +139,7 @@ def _resolve_local(ref: ModelReference, recipe: Recipe) -> Path | None:
     return None
 
 
-def _audit_target(ref: ModelReference, recipe: Recipe) -> str:
+def _audit_target(ref: RecipeModel, recipe: RecipeSummary) -> str:
     """What the audit loads for a recipe reference: the local directory or the (pinned) Hub id."""
     if ref.is_hub:
         return f"{ref.path}@{ref.revision}" if ref.revision else ref.path
@@ -159,7 +160,7 @@ def _score_for(audit: Any, target: str, position: int) -> Any:
     raise AuditError(f"the audit returned no score for {target}")
 
 
-def _constituent_license(ref: ModelReference, target: str) -> DeclaredLicense | None:
+def _constituent_license(ref: RecipeModel, target: str) -> DeclaredLicense | None:
     if ref.is_hub:
         return read_hub_license(ref.path, ref.revision)
     return read_local_license(target)
@@ -202,7 +203,7 @@ def run_gate(
         name: the merged model's display name (default: the output directory's name).
         card: write the card and chart (pass/blocked runs only).
         weighting: ``declared`` builds the recipe as written; ``cocktail`` / ``evomm`` first choose
-            the weights with data (:func:`mergegate.merging.weighting.optimize_recipe`), build and
+            the weights with data (:func:`mergegate.weighting.optimize_recipe`), build and
             gate the optimized recipe, and audit the declared merge beside it for the comparison.
         weighting_options: extra keyword arguments of ``optimize_recipe`` (``safety_prompts``,
             ``expert_prompts``, ``budget``, ``alpha``, ``k``, ...).
@@ -240,7 +241,7 @@ def run_gate(
             device = _auto_device()
 
         stage = "config"
-        recipe = load_recipe(config)
+        recipe = read_recipe(config)
         partial["merge"] = MergeInfo(
             method=recipe.method, base_model=scrub(recipe.base_model.raw) if recipe.base_model else None,
             config_name=recipe.name, config_text=scrub(recipe.text), config_sha256=recipe.sha256,
@@ -274,7 +275,7 @@ def run_gate(
         log.info("rebuilding %s into %s", scrub(recipe.name), scrub(str(out)))
         merge(build_config, out, device=device, seed=seed)
         if not (out / RECIPE_FILENAME).exists():
-            (out / RECIPE_FILENAME).write_text(build_config.read_text(encoding="utf-8"), encoding="utf-8")
+            write_text_atomic(out / RECIPE_FILENAME, build_config.read_text(encoding="utf-8"))
         if optimized is not None:  # the data the weights were chosen with travel with the model
             shutil.copytree(work / "weighting", out / "weighting")
 
@@ -348,7 +349,7 @@ def _optimize(config: str | Path, strategy: str, work: Path, *, judge: str, devi
     if strategy not in WEIGHTING_STRATEGIES:
         raise ConfigError(f"unknown weighting '{strategy}'", field="weighting",
                           hint=f"use one of {', '.join(WEIGHTING_STRATEGIES)}")
-    from mergegate.merging.weighting import optimize_recipe
+    from mergegate.weighting import optimize_recipe
 
     return optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
                            cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,

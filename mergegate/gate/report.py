@@ -15,17 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
 from mergegate.atomic import write_text_atomic
-from mergegate.audit.results import (
-    CategoryTally,
-    DatasetRef,
-    GenerationSettings,
-    Interval,
-    JudgeRef,
-    ModelScore,
-)
+from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
 from mergegate.gate.policy import GatePolicy
+from mergegate.gate.summary import ModelSummary, _Model
 from mergegate.redact import redact
 
 REPORT_FILENAME = "report.json"
@@ -35,47 +29,6 @@ RECIPE_FILENAME = "mergekit_config.yml"
 SCHEMA_VERSION = 1
 
 Decision = Literal["pass", "blocked", "error"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSummary(_Model):
-    """One audited model as the gate reports it (the merge or a constituent)."""
-
-    model: str  # Hub id or local path as written in the recipe; the output dir name for the merge
-    role: Literal["merge", "constituent"]
-    hub_id: str | None = None  # set when ``model`` is a Hub repository (without ``@revision``)
-    revision: str | None = None  # pinned commit for Hub models
-    weights_sha256: str | None = None
-    license: str | None = None  # as declared by the model's card / config; None when unknown
-    alignment: float
-    interval: Interval
-    n: int
-    n_safe: int
-    over_refusal: float | None = None
-    over_refusal_interval: Interval | None = None
-    n_benign: int = 0
-    by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
-    by_guard_category: dict[str, int] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """A short display name: the Hub id (no revision) or the path as written."""
-        return self.hub_id or self.model
-
-    @classmethod
-    def from_score(cls, score: ModelScore, *, role: Literal["merge", "constituent"],
-                   name: str | None = None, hub_id: str | None = None,
-                   license: str | None = None) -> ModelSummary:
-        return cls(
-            model=name or score.model.id, role=role, hub_id=hub_id, revision=score.model.revision,
-            weights_sha256=score.model.weights_sha256, license=license, alignment=score.alignment,
-            interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
-            over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
-            by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
 
 
 class LicenseInfo(_Model):

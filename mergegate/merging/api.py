@@ -18,7 +18,7 @@ from mergegate.errors import InputError, MergegateError, MergeFailure
 from mergegate.merging.config import MergeConfig, ModelReference, load_merge_config
 from mergegate.merging.executor import execute_plan
 from mergegate.merging.plan import MergePlan, build_plan, load_inputs
-from mergegate.merging.resolver import ResolvedModel, resolve_model
+from mergegate.models.resolver import ResolvedModel, resolve_model
 from mergegate.merging.tensor_io import ShardedWriter, parse_size
 from mergegate.merging.tokenizer_files import copy_model_files
 

@@ -21,6 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       field_validator, model_serializer, model_validator)
 
 from mergegate.errors import ConfigError
+from mergegate.models.reference import ModelReference
 
 DTYPE_NAMES = {"bfloat16", "float16", "float32", "float64", "int64"}
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
@@ -38,51 +39,6 @@ def normalize_dtype_name(value: str | None) -> str | None:
     if name not in DTYPE_NAMES:
         raise ValueError(f"unknown dtype '{value}'; use one of {sorted(DTYPE_NAMES)}")
     return name
-
-
-class ModelReference(BaseModel):
-    """A model as a recipe names it: a Hub id or a local path, optionally ``@revision``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    path: str
-    revision: str | None = None
-
-    @classmethod
-    def parse(cls, value: Any) -> ModelReference:
-        if isinstance(value, ModelReference):
-            return value
-        if isinstance(value, dict):
-            unknown = set(value) - {"model", "lora", "override_architecture"}
-            if unknown:
-                raise ValueError(f"unknown model reference keys {sorted(unknown)}")
-            if value.get("lora"):
-                raise ValueError("LoRA model references are not supported yet; merge the adapter into "
-                                 "its base first (peft merge_and_unload) and reference that model")
-            if value.get("override_architecture"):
-                raise ValueError("override_architecture is not supported yet")
-            value = value.get("model")
-            if isinstance(value, dict):  # {model: {path:, revision:}} as mergekit's to_yaml writes it
-                return cls(path=str(value["path"]), revision=value.get("revision"))
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("a model must be a Hub id or a local path (a non-empty string)")
-        text = value.strip()
-        if "+" in text and not Path(text).exists():
-            raise ValueError(f"'{text}': LoRA references (model+lora) are not supported yet; merge the "
-                             "adapter into its base first and reference that model")
-        revision = None
-        if "@" in text:
-            head, tail = text.rsplit("@", 1)
-            if tail and "/" not in tail and head:
-                text, revision = head, tail
-        return cls(path=text, revision=revision)
-
-    def __str__(self) -> str:
-        return f"{self.path}@{self.revision}" if self.revision else self.path
-
-    @model_serializer
-    def _as_string(self) -> str:
-        return str(self)
 
 
 def _coerce_model(value: Any) -> ModelReference:
@@ -350,15 +306,9 @@ def parse_merge_config(data: Any, *, source: str = "<config>") -> MergeConfig:
                           source=source, hint=hint) from None
 
 
-def load_merge_config(path_or_text: str | Path | dict[str, Any]) -> tuple[MergeConfig, str]:
-    """Read a recipe from a YAML file, a model card (README.md with a YAML block), YAML text or a dict.
-
-    Returns the typed config and the recipe text as written (kept for the model card).
-    """
-    source = "<config>"
-    if isinstance(path_or_text, dict):
-        return parse_merge_config(path_or_text), yaml.safe_dump(path_or_text, sort_keys=False)
-    text: str
+def read_recipe_text(path_or_text: str | Path) -> tuple[str, str]:
+    """The recipe text and where it came from: a YAML file, a model card (README.md holding a YAML
+    block with ``merge_method``) or YAML text itself. Returns ``(text, source)``."""
     if isinstance(path_or_text, Path) or ("\n" not in str(path_or_text) and ":" not in str(path_or_text)
                                            or Path(str(path_or_text)).is_file()):
         path = Path(path_or_text)
@@ -372,8 +322,12 @@ def load_merge_config(path_or_text: str | Path | dict[str, Any]) -> tuple[MergeC
             if block is None:
                 raise ConfigError("no ```yaml block with 'merge_method' in this model card", source=source)
             text = block
-    else:
-        text = str(path_or_text)
+        return text, source
+    return str(path_or_text), "<config>"
+
+
+def load_recipe_document(text: str, *, source: str = "<config>") -> Any:
+    """Decode the one YAML document of a recipe (safe loader; multi-document recipes are refused)."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -385,4 +339,15 @@ def load_merge_config(path_or_text: str | Path | dict[str, Any]) -> tuple[MergeC
     if len(docs) > 1:
         raise ConfigError("multi-document (mergekit-multi) recipes are not supported yet", source=source,
                           hint="split the stages into separate files and merge them in order")
-    return parse_merge_config(docs[0], source=source), text
+    return docs[0]
+
+
+def load_merge_config(path_or_text: str | Path | dict[str, Any]) -> tuple[MergeConfig, str]:
+    """Read a recipe from a YAML file, a model card (README.md with a YAML block), YAML text or a dict.
+
+    Returns the typed config and the recipe text as written (kept for the model card).
+    """
+    if isinstance(path_or_text, dict):
+        return parse_merge_config(path_or_text), yaml.safe_dump(path_or_text, sort_keys=False)
+    text, source = read_recipe_text(path_or_text)
+    return parse_merge_config(load_recipe_document(text, source=source), source=source), text

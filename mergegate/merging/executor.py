@@ -36,7 +36,8 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
-def _load_inputs(plan: MergePlan, task: TensorTask, device: torch.device) -> list[torch.Tensor]:
+def load_task_inputs(plan: MergePlan, task: TensorTask, device: torch.device) -> list[torch.Tensor]:
+    """The input tensors of one task on ``device``: NaN/Inf checked, cast to the compute dtype."""
     tensors = []
     for ref, name in task.inputs:
         raw = plan.inputs[ref].reader.get(name)
@@ -63,7 +64,7 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
     written: Future[None] | None = None  # at most one tensor in flight to disk
     try:
         for task in plan.tasks:
-            tensors = _load_inputs(plan, task, dev)
+            tensors = load_task_inputs(plan, task, dev)
             generator = None
             if method.spec.stochastic:
                 generator = torch.Generator(device=dev)

@@ -22,7 +22,7 @@ from mergegate.merging.layers import TIED_ALIASES, Layout, num_layers_from_confi
 from mergegate.merging.methods import get_method
 from mergegate.merging.methods.base import BasePolicy, MergeMethod, Scope
 from mergegate.merging.parameters import resolve_parameter
-from mergegate.merging.resolver import ResolvedModel
+from mergegate.models.resolver import ResolvedModel
 from mergegate.merging.tensor_io import ModelReader, OutputTensor
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,

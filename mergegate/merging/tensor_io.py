@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mergegate.errors import ModelFilesError
-from mergegate.merging.resolver import pickle_weight_files
+from mergegate.models.resolver import pickle_weight_files
 
 ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergegate.errors import ConfigError
-from mergegate.merging.config import MergeConfig, ModelReference
+from mergegate.merging.config import MergeConfig
+from mergegate.models import ModelReference, read_chat_template
 
 if TYPE_CHECKING:
     from mergegate.merging.plan import MergePlan
@@ -63,27 +64,6 @@ def tokenizer_source(config: MergeConfig, plan: MergePlan) -> ModelReference:
     if ref not in plan.inputs:
         raise ConfigError(f"'{choice}' is not one of the recipe's models", field=field)
     return ref
-
-
-def read_chat_template(path: Path) -> str | None:
-    """The chat template shipped with a model, read from its files (no tokenizer load)."""
-    jinja = path / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("tokenizer_config.json", "chat_template.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(value, str):
-                return value
-            if isinstance(value, list):  # named templates
-                for item in value:
-                    if isinstance(item, dict) and item.get("name") == "default":
-                        return str(item.get("template"))
-    return None
 
 
 def resolve_chat_template(config: MergeConfig, plan: MergePlan) -> str | None:

@@ -56,7 +56,7 @@ class PinnedRepo:
 
 def offline() -> bool:
     """``HF_HUB_OFFLINE`` as huggingface_hub sees it, or as the environment says now."""
-    from mergegate.audit.prompts import hub_offline
+    from mergegate.models import hub_offline
 
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
     if env in ("0", "false", "no", "off"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate.errors import MergegateError
-from mergegate.gate.batch.records import Provenance
+from mergegate.batch.records import Provenance
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Batch auditor: audit many published merges (``mergegate batch``), resumable and shardable.
 
-Public API (imported lazily so ``import mergegate.gate.batch`` stays cheap):
+Public API (imported lazily so ``import mergegate.batch`` stays cheap):
 
 - :func:`run_batch` (list or read the merges, pin, lint, audit, check provenance, write outputs)
 - :func:`collect` (merge the outputs of ``--shard i/n`` runs)
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mergegate.gate.batch.leaderboard import render_leaderboard, write_leaderboard
-    from mergegate.gate.batch.records import BatchRecord, LintFlag, Provenance, ScoredModel, read_records
-    from mergegate.gate.batch.runner import AuditOptions, BatchSummary, collect, run_batch
+    from mergegate.batch.leaderboard import render_leaderboard, write_leaderboard
+    from mergegate.batch.records import BatchRecord, LintFlag, Provenance, ScoredModel, read_records
+    from mergegate.batch.runner import AuditOptions, BatchSummary, collect, run_batch
 
 _EXPORTS = {
     "run_batch": "runner", "collect": "runner", "AuditOptions": "runner", "BatchSummary": "runner",
@@ -31,4 +31,4 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     import importlib
 
-    return getattr(importlib.import_module(f"mergegate.gate.batch.{module}"), name)
+    return getattr(importlib.import_module(f"mergegate.batch.{module}"), name)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mergegate.gate.batch.records import LintFlag
+from mergegate.batch.records import LintFlag
 from mergegate.gate.licenses import DeclaredLicense
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergegate.errors import InputError, ModelFilesError
-from mergegate.hashing import sha256_file, weights_digest
-from mergegate.merging.config import ModelReference
+from mergegate.models.fingerprints import sha256_file, weights_digest
+from mergegate.models.reference import ModelReference
 
 log = logging.getLogger(__name__)
 

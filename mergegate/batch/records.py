@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mergegate.atomic import append_line_durable, write_text_atomic
 from mergegate.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 LEADERBOARD_HTML = "leaderboard.html"
-SCHEMA = "mergegate.batch/v1"
+SCHEMA = "mergegate.gate.batch/v1"  # a format name, kept when the package moved
 
 # audited: merge and constituents scored; no recipe: the repo publishes no mergekit recipe;
 # error: a deterministic input problem (bad recipe, missing constituent) at this revision;
@@ -103,12 +103,7 @@ class BatchRecord(_Model):
 
 def append_record(path: Path, record: BatchRecord) -> None:
     """Append one record as a line and fsync it, so a kill never leaves half a record behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = record.model_dump_json(by_alias=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_line_durable(path, record.model_dump_json(by_alias=True))
 
 
 def read_records(path: Path) -> list[BatchRecord]:
@@ -178,19 +173,12 @@ def write_csv(path: Path, records: list[BatchRecord]) -> Path:
     writer.writeheader()
     for rec in records:
         writer.writerow({k: _csv_safe(v) for k, v in csv_row(rec).items()})
-    _write_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def dump_jsonl(path: Path, records: list[BatchRecord]) -> None:
-    _write_atomic(path, "".join(r.model_dump_json(by_alias=True) + "\n" for r in records))
+    write_text_atomic(path, "".join(r.model_dump_json(by_alias=True) + "\n" for r in records))
 
 
 __all__ = ["BatchRecord", "ScoredModel", "Provenance", "LintFlag", "append_record", "read_records", "latest",

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mergegate import __version__
-from mergegate.gate.batch.records import BatchRecord
+from mergegate.atomic import write_text_atomic
+from mergegate.batch.records import BatchRecord
 
 TEMPLATE = "leaderboard.html.j2"
 _LABEL_CHARS = 42
@@ -124,14 +125,7 @@ def render_leaderboard(records: list[BatchRecord], *, title: str = "mergegate ba
 
 
 def write_leaderboard(path: str | Path, records: list[BatchRecord]) -> Path:
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_leaderboard(records), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, render_leaderboard(records))
 
 
 __all__ = ["render_leaderboard", "write_leaderboard"]

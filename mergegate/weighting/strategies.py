@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mergegate.merging.config import MergeConfig
-from mergegate.merging.weighting.loss import Encoded, mean_ce
-from mergegate.merging.weighting.recombine import InMemoryMerger
-from mergegate.merging.weighting.search import Gene, candidate_config
+from mergegate.weighting.loss import Encoded, mean_ce
+from mergegate.weighting.recombine import InMemoryMerger
+from mergegate.weighting.search import Gene, candidate_config
 
 log = logging.getLogger(__name__)
 

@@ -175,7 +175,7 @@ class JudgeSpec:
 
     def verdicts(self, pairs: list[tuple[str, str]], engine: AnswerEngine) -> dict[tuple[str, str], Any]:
         from mergegate.audit import protocols
-        from mergegate.audit.api import _verdicts
+        from mergegate.audit.api import judge_pairs
         from mergegate.audit.judges import RefusalJudge
         from mergegate.audit.models import read_chat_template, resolve_model
 
@@ -184,7 +184,7 @@ class JudgeSpec:
         jm = resolve_model(self.spec, engine.cache)
         proto, _ = protocols.detect_protocol(self.spec, jm.path, read_chat_template(jm.path), self.protocol)
         # the audit's own cached, lazily loaded judge: the verdict cache is shared with audits
-        found, _ = _verdicts(jm, self.spec, pairs, store=engine.cache, device=engine.device,
+        found, _ = judge_pairs(jm, self.spec, pairs, store=engine.cache, device=engine.device,
                              batch_size=max(1, engine.batch_size), protocol=proto, trust_remote_code=False,
                              progress=False)
         return found
@@ -423,14 +423,15 @@ def _slice_for(questions: list[str], j: int, n: int, per: int) -> list[str]:
 
 def read_pairs_jsonl(path: str | Path, kind: Literal["safety", "expert"]) -> Dataset:
     """A user-supplied data set: JSONL rows with non-empty ``prompt`` and ``answer``."""
-    from mergegate.audit.prompts import _file_sha256, _read_local
+    from mergegate.audit.prompts import read_local_rows
+    from mergegate.models import sha256_file
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError("data file not found", source=str(path), field=f"{kind}_prompts")
     if p.suffix != ".jsonl":
         raise InputError("a supplied data set must be a .jsonl file", source=str(path), field=f"{kind}_prompts")
-    rows, _ = _read_local(p)
+    rows, _ = read_local_rows(p)
     examples = []
     for i, row in enumerate(rows, 1):
         prompt, answer = row.get("prompt"), row.get("answer", row.get("response"))
@@ -440,7 +441,7 @@ def read_pairs_jsonl(path: str | Path, kind: Literal["safety", "expert"]) -> Dat
         examples.append(Example(prompt=prompt.strip(), answer=answer.strip(), kind=kind, source="user"))
     if not examples:
         raise InputError("the data file has no rows", source=str(p), field=f"{kind}_prompts")
-    summary = DataSummary(kind=kind, source=str(p), revision=_file_sha256(p), n_prompts=len(examples),
+    summary = DataSummary(kind=kind, source=str(p), revision=sha256_file(p, use_cache=False), n_prompts=len(examples),
                           n_examples=len(examples), answered_by={"user": len(examples)})
     return Dataset(examples, summary)
 

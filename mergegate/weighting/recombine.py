@@ -33,7 +33,7 @@ class InMemoryMerger:
     """Holds the inputs on ``device`` and one model whose parameters each candidate overwrites."""
 
     def __init__(self, plan: MergePlan, *, device: str = "cpu", model: Any | None = None) -> None:
-        from mergegate.merging.executor import _load_inputs
+        from mergegate.merging.executor import load_task_inputs
 
         self.plan = plan
         self.device = torch.device(device)
@@ -44,7 +44,7 @@ class InMemoryMerger:
             missing = [(ref, name) for ref, name in task.inputs if (ref, name) not in self.tensors]
             if not missing:
                 continue
-            loaded = _load_inputs(plan, task, self.device)  # NaN/Inf checked, cast to the compute dtype
+            loaded = load_task_inputs(plan, task, self.device)  # NaN/Inf checked, cast to the compute dtype
             for key, t in zip(task.inputs, loaded):
                 self.tensors.setdefault(key, t)
         self.load_seconds = time.perf_counter() - t0

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mergegate.errors import InputError, MergegateError
-from mergegate.gate.batch import hub
-from mergegate.gate.batch.records import (
+from mergegate.batch import hub
+from mergegate.batch.records import (
     FINAL_STATUSES,
     LEADERBOARD_HTML,
     RESULTS_CSV,
@@ -144,9 +144,9 @@ class _Context:
 def process_merge(target: hub.Target, repo: hub.PinnedRepo, ctx: _Context) -> BatchRecord:
     """Audit one pinned merge. Input problems become an ``error`` record; other errors propagate."""
     from mergegate.audit.api import audit_models
-    from mergegate.gate.batch.lint import card_metadata, lint_card
-    from mergegate.gate.batch.provenance import check_provenance, recorded_seed
-    from mergegate.gate.recipe import parse_recipe
+    from mergegate.batch.lint import card_metadata, lint_card
+    from mergegate.batch.provenance import check_provenance, recorded_seed
+    from mergegate.merging.recipe import summarize_recipe
 
     started = time.perf_counter()
     base: dict[str, Any] = dict(repo_id=target.repo_id, revision=repo.sha, rank=target.rank,
@@ -165,7 +165,7 @@ def process_merge(target: hub.Target, repo: hub.PinnedRepo, ctx: _Context) -> Ba
     text, source = found
     base["recipe_source"] = source
     try:
-        recipe = parse_recipe(text, name=source)
+        recipe = summarize_recipe(text, name=source)
     except MergegateError as exc:
         return done(status="error", error=f"unreadable recipe: {exc.message}")
     base["merge_method"] = recipe.method
@@ -201,7 +201,7 @@ def process_merge(target: hub.Target, repo: hub.PinnedRepo, ctx: _Context) -> Ba
     if ctx.rebuild:
         import yaml
 
-        from mergegate.gate.batch.records import Provenance
+        from mergegate.batch.records import Provenance
 
         merge_dir = Path(report.scores[-1].model.local_path or snapshot)
         try:
@@ -289,7 +289,7 @@ def run_batch(out_dir: str | Path, *, top: int | None = None, models_file: str |
 
 def write_outputs(out: Path, records: list[BatchRecord] | None = None) -> list[BatchRecord]:
     """(Re)write ``results.csv`` and ``leaderboard.html`` from ``results.jsonl`` (or ``records``)."""
-    from mergegate.gate.batch.leaderboard import write_leaderboard
+    from mergegate.batch.leaderboard import write_leaderboard
 
     recs = latest(records if records is not None else read_records(out / RESULTS_JSONL))
     write_csv(out / RESULTS_CSV, recs)

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from mergegate.atomic import write_text_atomic
 from mergegate.errors import ConfigError, InputError
 from mergegate.merging.config import MergeConfig, load_merge_config
-from mergegate.merging.weighting import data as wdata
-from mergegate.merging.weighting.search import DECIMALS, Gene, build_genes, recipe_yaml, values_by_name
+from mergegate.weighting import data as wdata
+from mergegate.weighting.search import DECIMALS, Gene, build_genes, recipe_yaml, values_by_name
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class WeightingResult(BaseModel):
 
     @property
     def merger(self) -> Any:
-        """The :class:`~mergegate.merging.weighting.recombine.InMemoryMerger` (inputs kept on the device)."""
+        """The :class:`~mergegate.weighting.recombine.InMemoryMerger` (inputs kept on the device)."""
         return self._merger
 
     @property
@@ -206,7 +207,7 @@ def optimize_recipe(
     from mergegate.audit.cache import AuditCache
     from mergegate.audit.generators import check_device
     from mergegate.merging.api import plan_merge
-    from mergegate.merging.weighting.recombine import InMemoryMerger
+    from mergegate.weighting.recombine import InMemoryMerger
 
     started = time.perf_counter()
     if strategy not in STRATEGIES:
@@ -278,8 +279,8 @@ def _optimize(merger: Any, *, plan: Any, declared: MergeConfig, genes: list[Gene
               on_eval: Callable[[Any], None] | None, temperature: float, base_ref: str | None,
               out_dir: str | Path | None, started: float, data_seconds: float) -> WeightingResult:
     from mergegate.audit.generators import load_tokenizer
-    from mergegate.merging.weighting.loss import Encoded, encode_pairs
-    from mergegate.merging.weighting.strategies import (Objective, cocktail_values, constituent_losses,
+    from mergegate.weighting.loss import Encoded, encode_pairs
+    from mergegate.weighting.strategies import (Objective, cocktail_values, constituent_losses,
                                                         run_evomm, softmax_weights)
 
     tok = load_tokenizer(merger.source_path)
@@ -330,8 +331,8 @@ def _optimize(merger: Any, *, plan: Any, declared: MergeConfig, genes: list[Gene
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yml").write_text(result.recipe_yaml, encoding="utf-8")
-        (out / "weighting.json").write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+        write_text_atomic(out / "recipe.yml", result.recipe_yaml)
+        write_text_atomic(out / "weighting.json", json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
     result._merger = merger
     return result
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mergegate.merging.weighting.api import STRATEGIES, Losses, WeightingResult, optimize_recipe
+    from mergegate.weighting.api import STRATEGIES, Losses, WeightingResult, optimize_recipe
 
 __all__ = ["optimize_recipe", "WeightingResult", "Losses", "STRATEGIES"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from mergegate.merging.weighting import api
+        from mergegate.weighting import api
 
         return getattr(api, name)
     raise AttributeError(name)
