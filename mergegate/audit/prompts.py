@@ -30,6 +30,7 @@ from typing import Any
 from mergegate.audit.results import DatasetRef
 from mergegate.errors import InputError
 from mergegate.models import hub_offline, sha256_file
+from mergegate.models.hub_errors import hub_access, is_hub_error
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,11 @@ def _load_hub(repo_id: str, config: str | None, split: str | None, revision: str
     try:
         loaded = datasets.load_dataset(repo_id, config, split=split, revision=sha)
     except Exception as exc:  # datasets raises many types (ValueError, FileNotFoundError, ConnectionError)
+        if is_hub_error(exc):  # offline, unreachable, gated, missing: explained by the caller's hub_access
+            raise
         raise InputError(f"could not load the dataset: {type(exc).__name__}: {exc}", source=repo_id,
-                         hint="check the id, config and split, and that you accepted its terms on the Hub")
+                         hint="check the id, config and split" if hub_offline()
+                         else "check the id, config and split, and that you accepted its terms on the Hub")
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
         split = "test" if "test" in names else names[0]
@@ -214,21 +218,26 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
     Raises:
         InputError: missing file or ``prompt`` column, empty set, unloadable dataset.
     """
+    from mergegate.audit.hub_sources import prompt_source_access
+
     name, _, rev = source.partition("@")
     revision: str | None
     split: str | None
     if name == "beavertails":
-        revision = resolve_dataset_revision(BEAVERTAILS_ID, rev or None)
-        rows, cols, revision, split = _load_hub(BEAVERTAILS_ID, None, BEAVERTAILS_SPLIT, revision)
+        with hub_access(**prompt_source_access(source, BEAVERTAILS_ID, benign=benign)):
+            revision = resolve_dataset_revision(BEAVERTAILS_ID, rev or None)
+            rows, cols, revision, split = _load_hub(BEAVERTAILS_ID, None, BEAVERTAILS_SPLIT, revision)
         prompts = rows_to_prompts(rows, source=BEAVERTAILS_ID, columns=cols, unsafe_only=True)
         log.info("BeaverTails %s: %d unsafe rows, %d unique prompts", split,
                  sum(1 for r in rows if r.get("is_safe") is False), len(prompts))
     elif name == "xstest":
-        rows, cols, revision, split = _load_hub(XSTEST_ID, None, XSTEST_SPLIT, rev or None)
+        with hub_access(**prompt_source_access(source, XSTEST_ID, benign=benign)):
+            rows, cols, revision, split = _load_hub(XSTEST_ID, None, XSTEST_SPLIT, rev or None)
         prompts = rows_to_prompts(rows, source=XSTEST_ID, columns=cols, safe_label_only=True)
     elif source.startswith("hub:"):
         repo, hrev, config, hsplit = parse_hub_source(source)
-        rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
+        with hub_access(**prompt_source_access(source, repo, benign=benign)):
+            rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
         prompts = rows_to_prompts(rows, source=repo, columns=cols, unsafe_only=not benign)
     else:
         path = Path(source).expanduser()

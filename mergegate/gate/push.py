@@ -16,6 +16,7 @@ from typing import Any
 
 from mergegate.gate.hashing import compare_hashes, hash_directory
 from mergegate.gate.report import REPORT_FILENAME, RunReport, load_report
+from mergegate.models.hub_errors import hub_access
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,11 @@ def push(directory: str | Path, repo_id: str, *, create_pr: bool = False,
         f"{merged.alignment * 100:.1f} %)" if merged else f"Upload {report.name} (mergegate: pass)")
     description = "\n".join(f"- {r.rule}: {r.detail}" for r in (report.gate.rules if report.gate else []))
     allow = [glob.escape(name) for name in sorted([*report.files, REPORT_FILENAME])]
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(directory), repo_type="model",
-                             revision=revision, create_pr=create_pr, commit_message=message,
-                             commit_description=description, allow_patterns=allow)
+    with hub_access(f"{directory} to the Hub repository '{repo_id}'", why="`mergegate push`", repo_id=repo_id,
+                    field="repo_id", write=True):  # offline, unreachable, no token, bad id: exit 2
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(directory), repo_type="model",
+                                 revision=revision, create_pr=create_pr, commit_message=message,
+                                 commit_description=description, allow_patterns=allow)
     return check, info
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergegate.errors import InputError, ModelFilesError
 from mergegate.models.fingerprints import sha256_file, weights_digest
+from mergegate.models.hub_errors import hub_access
 from mergegate.models.reference import ModelReference
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,18 @@ def is_local(ref: ModelReference) -> bool:
     return Path(ref.path).expanduser().is_dir()
 
 
+DEFAULT_WHY = "the recipe or the command line"
+
+
 def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str | bool | None = None,
-                  cache_dir: str | Path | None = None) -> ResolvedModel:
-    """Local directory or Hub download at a pinned commit sha."""
+                  cache_dir: str | Path | None = None, why: str = DEFAULT_WHY,
+                  fixes: Sequence[str] = ()) -> ResolvedModel:
+    """Local directory or Hub download at a pinned commit sha.
+
+    ``why`` names who asked for the model (e.g. "the judge (--judge)") and ``fixes`` what the user
+    can do instead of downloading it: both go into the error when the Hub access fails
+    (:func:`mergegate.models.hub_errors.hub_access`).
+    """
     path = Path(ref.path).expanduser()
     if path.is_dir():
         if ref.revision:
@@ -101,28 +112,21 @@ def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str
     if not _HUB_ID_RE.match(ref.path):
         raise InputError(f"model '{ref.path}' is neither a local directory nor a Hub id", field="model",
                          hint="give a directory with config.json and *.safetensors, or org/name[@revision]")
-    return _resolve_hub(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
+    with hub_access(f"the model '{ref}'", why=why, repo_id=ref.path, field="model", fixes=fixes):
+        return _resolve_hub(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
 
 
 def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool | None,
                  cache_dir: str | Path | None) -> ResolvedModel:
+    """Pin and download; Hub failures propagate to :func:`resolve_model`'s ``hub_access``."""
     import huggingface_hub
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
 
     sha: str | None = ref.revision if ref.revision and _SHA_RE.match(ref.revision) else None
     lfs_hashes: dict[str, str] = {}
     filenames: list[str] = []
     if not hub_offline():
-        try:
-            info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
-                                                      token=token)
-        except (RepositoryNotFoundError, GatedRepoError) as exc:
-            raise InputError(f"Hub model '{ref.path}' not found or not accessible ({type(exc).__name__})",
-                             field="model", hint="check the id; log in with `hf auth login` for gated models"
-                             ) from None
-        except RevisionNotFoundError:
-            raise InputError(f"revision '{ref.revision}' not found in '{ref.path}'", field="model") from None
+        info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
+                                                  token=token)
         sha = info.sha
         for sibling in info.siblings or []:
             filenames.append(sibling.rfilename)
@@ -134,14 +138,8 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
         raise ModelFilesError(f"'{ref.path}' has no safetensors weight files (only pickled .bin files)",
                               field="model", hint=PICKLE_HINT)
     patterns = METADATA_PATTERNS + SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if (allow_pickle and not has_st) else [])
-    try:
-        local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
-                                                  cache_dir=cache_dir, token=token,
-                                                  local_files_only=hub_offline())
-    except LocalEntryNotFoundError:
-        raise InputError(f"could not download the model '{ref}': it is not in the local Hugging Face cache "
-                         "and HF_HUB_OFFLINE is set", field="model",
-                         hint="download it once online, or unset HF_HUB_OFFLINE") from None
+    local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
+                                              cache_dir=cache_dir, token=token, local_files_only=hub_offline())
     local_path = Path(local)
     sha = sha or local_path.name  # snapshot folders are named by commit sha
     model = ResolvedModel(ref=ref, path=local_path, source="hub", revision=sha)
