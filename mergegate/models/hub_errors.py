@@ -37,7 +37,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from mergegate.errors import InputError
@@ -291,6 +292,28 @@ def _with_context(exc: InputError, res: HubResource) -> InputError:
     return new
 
 
+@dataclass(frozen=True)
+class _Purpose:
+    why: str
+    field: str | None
+    fixes: tuple[str, ...]
+
+
+_PURPOSE: ContextVar[_Purpose | None] = ContextVar("mergegate_hub_purpose", default=None)
+
+
+@contextmanager
+def hub_purpose(why: str, *, field: str | None = None, fixes: Sequence[str] = ()) -> Iterator[None]:
+    """Say why, for every :func:`hub_access` inside: a caller that reuses a loader written for
+    another flag (the weighting's ``--safety-prompts`` goes through the audit's prompt loader)
+    names its own flag and alternatives instead of the loader's."""
+    token = _PURPOSE.set(_Purpose(why, field, tuple(fixes)))
+    try:
+        yield
+    finally:
+        _PURPOSE.reset(token)
+
+
 @contextmanager
 def hub_access(what: str, *, why: str, repo_id: str | None = None, repo_type: RepoType = "model",
                field: str | None = None, fixes: Sequence[str] = (), write: bool = False
@@ -308,6 +331,9 @@ def hub_access(what: str, *, why: str, repo_id: str | None = None, repo_type: Re
     """
     res = HubResource(what=what, why=why, repo_id=repo_id, repo_type=repo_type, field=field,
                       fixes=tuple(fixes), write=write)
+    purpose = _PURPOSE.get()
+    if purpose is not None:
+        res = replace(res, why=purpose.why, field=purpose.field or res.field, fixes=purpose.fixes or res.fixes)
     try:
         yield res
     except InputError as exc:
@@ -326,5 +352,5 @@ def hub_access(what: str, *, why: str, repo_id: str | None = None, repo_type: Re
         raise err from exc
 
 
-__all__ = ["HubResource", "HubFailure", "hub_access", "classify", "translate", "is_hub_error",
+__all__ = ["HubResource", "HubFailure", "hub_access", "hub_purpose", "classify", "translate", "is_hub_error",
            "offline_mode", "token_is_set"]

@@ -228,3 +228,16 @@ def test_unreadable_hub_license_is_unknown_with_a_warning(caplog: pytest.LogCapt
         assert read_hub_license("org/not-cached") is None
     assert "the model card (README.md) of 'org/not-cached' for the merge's license" in caplog.text
     assert "HF_HUB_OFFLINE=1 is set" in caplog.text
+
+
+def test_a_caller_can_say_why_for_a_loader_it_reuses() -> None:
+    """The weighting's --safety-prompts goes through the audit's prompt loader: the error names
+    --safety-prompts and its alternative, not the loader's --prompts."""
+    from mergegate.weighting.data import load_safety_prompts
+
+    with pytest.raises(InputError) as info:
+        load_safety_prompts("hub:org/unsafe-prompts", k=4, seed=0)
+    text = info.value.render()
+    assert "the Hub dataset 'org/unsafe-prompts' for --safety-prompts hub:org/unsafe-prompts" in text
+    assert "pass --safety-prompts FILE" in text and "--prompts FILE" not in text
+    assert info.value.field == "safety_prompts"
