@@ -216,6 +216,11 @@ def _endpoint() -> str:
 TOKEN_HOW = "set HF_TOKEN (or run `hf auth login`)"
 
 
+def _or(fixes: Sequence[str], alternative: str) -> list[str]:
+    """``fixes`` and then ``alternative``, read as one ("...; or ...") when there are fixes before it."""
+    return [*fixes, f"or {alternative}" if fixes else alternative]
+
+
 def _explain(failure: HubFailure, res: HubResource) -> tuple[str, list[str]]:
     """The reason (one clause) and the fixes, in the order to try them."""
     kind, cause = failure.kind, failure.cause
@@ -229,12 +234,12 @@ def _explain(failure: HubFailure, res: HubResource) -> tuple[str, list[str]]:
         if res.write:
             return ("HF_HUB_OFFLINE=1 is set, and this needs the Hub", ["unset HF_HUB_OFFLINE"])
         return (f"HF_HUB_OFFLINE=1 is set and the local Hugging Face cache ({_cache_dir()}) does not hold it",
-                [*res.fixes, "or run once with network access (HF_HUB_OFFLINE unset) to fill the cache"])
+                _or(res.fixes, "run once with network access (HF_HUB_OFFLINE unset) to fill the cache"))
     if kind == "unreachable":
         status = f"answered HTTP {failure.status}" if failure.status else f"could not be reached ({_short(cause)})"
         fixes = list(res.fixes)
         if not res.write:
-            fixes.append("or, with it already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use the cache")
+            fixes = _or(fixes, "with it already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to use the cache")
         fixes.append("check the network (proxy, firewall) and HF_ENDPOINT" if not failure.status
                      else "try again later")
         return f"the Hugging Face Hub ({_endpoint()}) {status}", fixes
