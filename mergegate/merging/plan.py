@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +24,9 @@ from mergegate.merging.methods.base import BasePolicy, MergeMethod, Scope
 from mergegate.merging.parameters import resolve_parameter
 from mergegate.merging.resolver import ResolvedModel
 from mergegate.merging.tensor_io import ModelReader, OutputTensor
+
+if TYPE_CHECKING:
+    from mergegate.merging.lora import AdaptedModelReader
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
           "float64": torch.float64, "int64": torch.int64}
@@ -45,7 +48,7 @@ class TensorTask:
 @dataclass
 class InputModel:
     model: ResolvedModel
-    reader: ModelReader
+    reader: ModelReader | AdaptedModelReader
     layout: Layout
     config: dict[str, Any]
 
@@ -99,13 +102,31 @@ def _read_config(model: ResolvedModel) -> dict[str, Any]:
 def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_pickle: bool) -> dict[ModelReference, InputModel]:
     out: dict[ModelReference, InputModel] = {}
     for ref, model in models.items():
-        reader = ModelReader(model.path, allow_pickle=allow_pickle, label=str(ref))
+        reader: ModelReader | AdaptedModelReader = ModelReader(model.path, allow_pickle=allow_pickle,
+                                                               label=str(ref.base))
+        config = _read_config(model)
+        if model.adapter is not None:
+            from mergegate.merging.lora import AdaptedModelReader
+
+            reader = AdaptedModelReader(reader, model.adapter, load_dtype=config_dtype(config))
         try:
             layout = read_layout(reader.tensors)
         except ValueError as exc:
             raise ModelFilesError(str(exc), source=str(ref)) from None
-        out[ref] = InputModel(model, reader, layout, _read_config(model))
+        if ref.override_architecture:  # mergekit's ModelReference.config() does the same
+            config["architectures"] = [ref.override_architecture]
+        out[ref] = InputModel(model, reader, layout, config)
     return out
+
+
+def config_dtype(config: dict[str, Any]) -> torch.dtype | None:
+    """The dtype a config.json declares (``dtype``, or ``torch_dtype`` before transformers 4.56)."""
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key)
+        if isinstance(value, str) and value.removeprefix("torch.") in DTYPES:
+            dtype = DTYPES[value.removeprefix("torch.")]
+            return dtype if dtype.is_floating_point else None
+    return None
 
 
 def _check_architectures(inputs: dict[ModelReference, InputModel]) -> None:
@@ -198,11 +219,11 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
             compute = infos[0].dtype
             for i in infos[1:]:
                 compute = torch.promote_types(compute, i.dtype)
-        shared_scopes = (sl.parameters, config.parameters)
+        shared_scopes = (sl.parameters, config.module_parameters, config.parameters)
         shared = {p.name: resolve_parameter(p, shared_scopes, tensor_name=out_name, t=t) for p in spec.shared_params}
         per_input = []
         for idx, (src, name) in enumerate(zip(sources, names)):
-            scopes = (src.parameters, sl.parameters, config.parameters)
+            scopes = (src.parameters, sl.parameters, config.module_parameters, config.parameters)
             per_input.append({p.name: resolve_parameter(p, scopes, tensor_name=name, t=t, model=str(src.model))
                               for p in spec.input_params
                               if idx != base_index or p.scope is Scope.INPUT})
