@@ -64,6 +64,8 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
     try:
         for task in plan.tasks:
             tensors = _load_inputs(plan, task, dev)
+            if task.vocab is not None:  # rows rebuilt on the output tokenizer's vocabulary first
+                tensors = task.vocab.apply(tensors)
             generator = None
             if method.spec.stochastic:
                 generator = torch.Generator(device=dev)

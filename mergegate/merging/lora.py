@@ -112,8 +112,11 @@ def _plan_adapter(adapter: LoraAdapter, base: set[str], label: str
             embedding = m.re is _EMBED_KEY
             parts.setdefault((m["module"], embedding), {})[m["part"]] = key
             continue
-        if name in base:  # modules_to_save: a full replacement of the base weight
-            replacements[name] = key
+        # modules_to_save, and the base weights peft saves with embedding LoRAs (".base_layer."):
+        # full replacements of the base weight
+        full = name.replace(".base_layer.", ".")
+        if full in base:
+            replacements[full] = key
             continue
         raise ModelFilesError(f"adapter tensor '{key}' matches no tensor of {label}", source=str(adapter.ref),
                               field=key, hint="the adapter must have been trained on this base model")
@@ -141,8 +144,9 @@ def _plan_adapter(adapter: LoraAdapter, base: set[str], label: str
 
 def apply_adapter(adapter: LoraAdapter, name: str, weight: torch.Tensor) -> torch.Tensor:
     """``weight`` (owned by the caller, in the model's load dtype) with the adapter applied."""
-    if name in adapter.replacements:
-        return adapter.tensors[adapter.replacements[name]].to(device=weight.device, dtype=weight.dtype)
+    if name in adapter.replacements:  # loaded into the layer first; a LoRA on the same layer adds to it
+        weight = adapter.tensors[adapter.replacements[name]].to(device=weight.device, dtype=weight.dtype,
+                                                                copy=True)
     delta = adapter.deltas.get(name)
     if delta is None:
         return weight

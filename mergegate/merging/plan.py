@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,9 +25,12 @@ from mergegate.merging.methods.base import BasePolicy, MergeMethod, Scope
 from mergegate.merging.parameters import resolve_parameter
 from mergegate.merging.resolver import ResolvedModel
 from mergegate.merging.tensor_io import ModelReader, OutputTensor
+from mergegate.merging.vocab import plan_alignment, vocabulary_axis
 
 if TYPE_CHECKING:
     from mergegate.merging.lora import AdaptedModelReader
+    from mergegate.merging.tokenizer_build import TokenizerPlan
+    from mergegate.merging.vocab import VocabAlignment
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
           "float64": torch.float64, "int64": torch.int64}
@@ -43,6 +47,7 @@ class TensorTask:
     shared: dict[str, Any]
     compute_dtype: torch.dtype
     group: str  # "pre", "layer <n>" or "post"
+    vocab: VocabAlignment | None = None  # rebuild the inputs' rows on the output vocabulary first
 
 
 @dataclass
@@ -63,6 +68,8 @@ class MergePlan:
     config_source: ModelReference  # whose config.json / tokenizer the output takes
     num_layers: int
     notes: list[str] = field(default_factory=list)
+    tokenizer: TokenizerPlan | None = None  # the output tokenizer, when the recipe declares one
+    tokenizer_dirs: dict[ModelReference, Path] = field(default_factory=dict)  # sources outside the inputs
 
     @property
     def total_bytes(self) -> int:
@@ -166,11 +173,19 @@ def _num_layers(im: InputModel) -> int:
     return n if n is not None else im.layout.num_layers
 
 
-def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) -> MergePlan:
+def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
+               tokenizer_dirs: dict[ModelReference, Path] | None = None) -> MergePlan:
+    """Plan every output tensor. ``tokenizer_dirs``: the files of a ``tokenizer_source`` model that
+    is not one of the inputs (resolved by the caller)."""
     method = get_method(config.merge_method)
     spec = method.spec
     _check_architectures(inputs)
     slices = normalize_slices(config, inputs)
+    tok_plan: TokenizerPlan | None = None
+    if config.tokenizer_choice is not None:
+        from mergegate.merging.tokenizer_build import build_tokenizer_plan
+
+        tok_plan = build_tokenizer_plan(config, inputs, tokenizer_dirs)
     compute_override = DTYPES[config.dtype] if config.dtype else None
     out_override = DTYPES[config.out_dtype] if config.out_dtype else None
     tasks: list[TensorTask] = []
@@ -208,12 +223,21 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
                 raise ModelFilesError(f"tensor '{name}' is missing from {ref}", source=str(ref), field=name,
                                       hint="the models must share an architecture and tensor names")
             infos.append(info)
-        shapes = {info.shape for info in infos}
-        if len(shapes) > 1:
-            detail = ", ".join(f"{r}: {list(i.shape)}" for r, i in zip(refs, infos))
-            vocab = " (vocabulary sizes differ; tokenizer alignment is not supported yet)" \
-                if any(k in out_name for k in ("embed", "lm_head", "wte")) else ""
-            raise ModelFilesError(f"tensor size mismatch for {out_name}: {detail}{vocab}", field=out_name)
+        alignment: VocabAlignment | None = None
+        out_shape = infos[0].shape
+        detail = ", ".join(f"{r}: {list(i.shape)}" for r, i in zip(refs, infos))
+        if tok_plan is not None and vocabulary_axis(out_name) is not None:
+            if len({info.shape[1:] for info in infos}) > 1 or not infos[0].shape:
+                raise ModelFilesError(f"tensor size mismatch for {out_name} outside the vocabulary axis: {detail}",
+                                      field=out_name)
+            alignment = plan_alignment(tok_plan, refs, base, [info.shape[0] for info in infos], tensor=out_name)
+            out_shape = alignment.output_shape(infos[0].shape)
+        elif len({info.shape for info in infos}) > 1:
+            vocab = vocabulary_axis(out_name) is not None
+            raise ModelFilesError(f"tensor size mismatch for {out_name}: {detail}"
+                                  + (" (the vocabularies differ)" if vocab else ""), field=out_name,
+                                  hint="set tokenizer_source: union (or base, or one of the models) so the rows "
+                                  "are aligned token by token, as mergekit does" if vocab else None)
         compute = compute_override
         if compute is None:
             compute = infos[0].dtype
@@ -228,8 +252,8 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
                               for p in spec.input_params
                               if idx != base_index or p.scope is Scope.INPUT})
         out_dtype = out_override or compute
-        tasks.append(TensorTask(OutputTensor(out_name, out_dtype, infos[0].shape), list(zip(refs, names)),
-                                base_index, per_input, shared, compute, group))
+        tasks.append(TensorTask(OutputTensor(out_name, out_dtype, out_shape), list(zip(refs, names)),
+                                base_index, per_input, shared, compute, group, alignment))
 
     def plan_outer(names: list[str], sl: OutputSliceDefinition, group: str) -> None:
         for name in names:
@@ -290,7 +314,21 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
         out_config["dtype"] = dtype_name  # transformers >= 4.56 reads "dtype"; older ones "torch_dtype"
         if "torch_dtype" in out_config:
             out_config["torch_dtype"] = dtype_name
+    if tok_plan is not None:
+        set_vocab_size(out_config, tok_plan.rows)
+        notes.append(tok_plan.summary())
     names = [t.out.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError("the recipe produces the same output tensor twice", field="slices")
-    return MergePlan(config, method, inputs, tasks, out_config, source, out_layer, notes)
+    notes.extend(config.compat_notes)
+    return MergePlan(config, method, inputs, tasks, out_config, source, out_layer, notes, tok_plan,
+                     dict(tokenizer_dirs or {}))
+
+
+def set_vocab_size(config: dict[str, Any], rows: int) -> None:
+    """mergekit writes the output vocabulary's size (padded) into the config (``_update_config_vocab``)."""
+    text = config.get("text_config")
+    if "vocab_size" not in config and isinstance(text, dict) and "vocab_size" in text:
+        text["vocab_size"] = rows
+    else:
+        config["vocab_size"] = rows

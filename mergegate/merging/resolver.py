@@ -206,6 +206,21 @@ def download_pinned(repo_id: str, revision: str | None, patterns: list[str], *, 
     return path, sha or path.name  # snapshot folders are named by commit sha
 
 
+def resolve_tokenizer_files(ref: ModelReference, *, token: str | bool | None = None,
+                            cache_dir: str | Path | None = None) -> Path:
+    """Only the tokenizer (and config) files of a model: a local directory, or a Hub repo at a
+    pinned commit (for a ``tokenizer_source`` that is not one of the merged models)."""
+    path = Path(ref.path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists() or ref.path.startswith(("/", "./", "../", "~", ".")):
+        raise InputError(f"tokenizer source directory not found: '{ref.path}'", field="tokenizer_source",
+                         hint="give a model directory with tokenizer files, or a Hub id org/name[@revision]")
+    local, _sha = download_pinned(ref.path, ref.revision, METADATA_PATTERNS, what="tokenizer source",
+                                  token=token, cache_dir=cache_dir)
+    return local
+
+
 def check_weight_files(model: ResolvedModel, *, allow_pickle: bool) -> None:
     if not (model.path / "config.json").is_file():
         raise ModelFilesError("no config.json", source=str(model.path),

@@ -54,8 +54,9 @@ def test_shape_mismatch(pair, tmp_path):
 def test_vocab_mismatch_mentions_vocabulary(pair, tmp_path):
     base, e1, _ = pair
     _rewrite(e1, lambda s: s.__setitem__("model.embed_tokens.weight", torch.zeros(130, 64, dtype=torch.bfloat16)))
-    with pytest.raises(ModelFilesError, match="vocabulary sizes differ"):
+    with pytest.raises(ModelFilesError, match="the vocabularies differ") as exc:
         run_merge(_ta(base, e1), tmp_path / "out")
+    assert "tokenizer_source: union" in (exc.value.hint or "")
 
 
 def test_missing_tensor(pair, tmp_path):
