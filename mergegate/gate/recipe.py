@@ -24,6 +24,7 @@ class ModelReference:
     path: str  # without "@revision" and "+lora"
     revision: str | None  # the "@revision" part, if any
     is_hub: bool
+    lora: str | None = None  # the LoRA adapter of a "model+adapter" reference, as written
 
     @property
     def hub_id(self) -> str | None:
@@ -58,18 +59,26 @@ def looks_like_hub_id(path: str, *, relative_to: Path | None = None) -> bool:
     return True
 
 
+def _path_text(value: Any) -> Any:
+    """mergekit's ModelPath: a string, or {path:, revision:} as its to_yaml writes it."""
+    if isinstance(value, dict) and value.get("path"):
+        return f"{value['path']}@{value['revision']}" if value.get("revision") else value["path"]
+    return value
+
+
 def parse_reference(raw: Any, *, relative_to: Path | None = None) -> ModelReference:
-    if isinstance(raw, dict):  # {model: ..., lora: ...}
-        raw = raw.get("model") or raw.get("path")
+    if isinstance(raw, dict):  # {model: ..., lora: ..., override_architecture: ...}
+        model, lora = _path_text(raw.get("model") or raw.get("path")), _path_text(raw.get("lora"))
+        raw = f"{model}+{lora}" if isinstance(model, str) and isinstance(lora, str) and lora else model
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"a model reference must be a non-empty string, got {raw!r}")
     text = raw.strip()
-    base = text.split("+", 1)[0]
+    base, _, lora_text = text.partition("+")
     revision = None
     if "@" in base:
         base, revision = base.rsplit("@", 1)
     return ModelReference(raw=text, path=base, revision=revision or None,
-                          is_hub=looks_like_hub_id(base, relative_to=relative_to))
+                          is_hub=looks_like_hub_id(base, relative_to=relative_to), lora=lora_text.strip() or None)
 
 
 def _walk_models(data: dict[str, Any]) -> list[Any]:

@@ -3,9 +3,10 @@
 * A recipe that declares a tokenizer (``tokenizer_source`` / ``tokenizer:``) gets the tokenizer the
   plan built (:mod:`mergegate.merging.tokenizer_build`), saved with transformers as mergekit does.
 * Otherwise the tokenizer files of the config source (the base model, else the first model) are
-  copied — unless ``chat_template`` is set: then, like mergekit, the tokenizer is loaded and saved
-  again with the template, so the files match mergekit's; a tokenizer transformers cannot load is
-  copied instead and the template written next to it.
+  copied — unless ``chat_template`` is set or the source is a ``model+lora`` reference: then, like
+  mergekit, the tokenizer is loaded and saved again (with the template), so the files match
+  mergekit's; a tokenizer transformers cannot load is copied instead and the template written
+  next to it.
 
 ``chat_template`` is ``auto`` (the most common template among the inputs, stripped, as mergekit
 picks it), a named template (:mod:`mergegate.merging.chat_templates`) or a literal Jinja
@@ -99,7 +100,10 @@ def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
     source = plan.inputs[plan.config_source].model.path
     if plan.tokenizer is not None:
         _save_tokenizer(plan.tokenizer.tokenizer, template, out)
-    elif config.chat_template is None or not _reserialize(source, template, out):
+    elif not (config.chat_template is not None or plan.config_source.lora is not None) or \
+            not _reserialize(source, template, out):
+        # mergekit copies the files, except with a chat template or when the source carries a
+        # LoRA (its merged copy has no tokenizer files): then it loads and saves the tokenizer
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, out / name)
