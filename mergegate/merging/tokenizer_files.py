@@ -3,10 +3,10 @@
 * A recipe that declares a tokenizer (``tokenizer_source`` / ``tokenizer:``) gets the tokenizer the
   plan built (:mod:`mergegate.merging.tokenizer_build`), saved with transformers as mergekit does.
 * Otherwise the tokenizer files of the config source (the base model, else the first model) are
-  copied — unless ``chat_template`` is set or the source is a ``model+lora`` reference: then, like
-  mergekit, the tokenizer is loaded and saved again (with the template), so the files match
-  mergekit's; a tokenizer transformers cannot load is copied instead and the template written
-  next to it.
+  copied — unless ``chat_template`` is set, the source is a ``model+lora`` reference or it lacks
+  ``tokenizer_config.json`` + ``tokenizer.json``/``tokenizer.model``: then, like mergekit, the
+  tokenizer is loaded and saved again (with the template), so the files match mergekit's; a
+  tokenizer transformers cannot load is copied instead (and the template written next to it).
 
 ``chat_template`` is ``auto`` (the most common template among the inputs, stripped, as mergekit
 picks it), a named template (:mod:`mergegate.merging.chat_templates`) or a literal Jinja
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+# what mergekit copies (mergekit/merge.py _copy_tokenizer); generation_config.json is copied apart
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+                   "added_tokens.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                   "video_preprocessor_config.json")
 LOADABLE = ("tokenizer.json", "tokenizer.model", "vocab.json")  # files transformers builds a tokenizer from
 CHATML = NAMED["chatml"]
 
@@ -94,16 +96,22 @@ def _reserialize(source: Path, template: str | None, out: Path) -> bool:
     return True
 
 
+def _must_reserialize(config: MergeConfig, plan: MergePlan, source: Path) -> bool:
+    """mergekit copies the tokenizer files only when there is no chat template, the source has
+    tokenizer_config.json and tokenizer.json or tokenizer.model, and the source is not a LoRA
+    reference (its merged copy has no tokenizer files); otherwise it loads and saves the tokenizer."""
+    copyable = (source / "tokenizer_config.json").is_file() and any(
+        (source / name).is_file() for name in ("tokenizer.json", "tokenizer.model"))
+    return config.chat_template is not None or plan.config_source.lora is not None or not copyable
+
+
 def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
     """Write the tokenizer and copy the generation config into the (temporary) output directory."""
     template = resolve_chat_template(config, plan)
     source = plan.inputs[plan.config_source].model.path
     if plan.tokenizer is not None:
         _save_tokenizer(plan.tokenizer.tokenizer, template, out)
-    elif not (config.chat_template is not None or plan.config_source.lora is not None) or \
-            not _reserialize(source, template, out):
-        # mergekit copies the files, except with a chat template or when the source carries a
-        # LoRA (its merged copy has no tokenizer files): then it loads and saves the tokenizer
+    elif not _must_reserialize(config, plan, source) or not _reserialize(source, template, out):
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, out / name)
