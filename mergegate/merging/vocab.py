@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mergegate.errors import ConfigError
+from mergegate.errors import ConfigError, ModelFilesError
 from mergegate.merging.config import ModelReference, ModelTokenEmbedding, TokenEmbeddingConfig, ZeroEmbedding
 from mergegate.merging.tokenizer_build import TokenizerPlan
 
@@ -118,6 +118,11 @@ def plan_alignment(tok: TokenizerPlan, models: list[ModelReference], base: Model
     """The alignment of one tensor's inputs (``models`` in input order; ``input_rows``: each
     input's vocabulary length along axis 0), validated against the tokenizer configuration."""
     perms = [tok.permutations[m] for m in models]
+    for model, perm, rows in zip(models, perms, input_rows):
+        if perm.numel() and int(perm.max()) >= rows:
+            raise ModelFilesError(f"{tensor} of {model} has {rows} rows but its tokenizer has token id "
+                                  f"{int(perm.max())}", source=str(model), field=tensor,
+                                  hint="the model's vocab_size, tokenizer and embedding disagree")
     configs: dict[str, TokenEmbeddingConfig] = dict(tok.token_configs)
     present = torch.stack([p >= 0 for p in perms])  # [inputs, vocab]
     counts = present.sum(0)

@@ -300,3 +300,19 @@ def test_dry_run_names_the_tokenizer_and_what_was_read_leniently(fam: dict[str, 
     out = capsys.readouterr().out
     assert f"tokenizer: {fam['chat']}, 99 tokens (2 beyond the base: '<|im_start|>', '<|im_end|>')" in out
     assert "'int8_mask': unknown field, ignored" in out and "legacy 'model:' prefix" in out
+
+
+def test_embedding_shorter_than_its_tokenizer_is_refused_when_planning(fam: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    short = tmp_path / "short"
+    shutil.copytree(fam["chat"], short)
+    state = load_file(str(short / "model.safetensors"))
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        state[name] = state[name][:97].clone()
+    save_file(state, str(short / "model.safetensors"), metadata={"format": "pt"})
+    recipe = {"merge_method": "linear", "base_model": str(fam["base"]), "tokenizer_source": "union",
+              "models": [{"model": str(fam["base"]), "parameters": {"weight": 0.5}},
+                         {"model": str(short), "parameters": {"weight": 0.5}}]}
+    with pytest.raises(ModelFilesError, match="has 97 rows but its tokenizer has token id 98"):
+        plan_merge(recipe)
