@@ -265,8 +265,10 @@ class AdaptedModelReader:
     """A :class:`~mergegate.merging.tensor_io.ModelReader` of the base with the adapter applied.
 
     Like the model mergekit merges from (saved by transformers after ``merge_and_unload``), every
-    floating tensor is in the model's load dtype (the config's ``dtype`` / ``torch_dtype``, which
-    transformers uses for ``dtype="auto"``; the stored dtype when the config names none).
+    floating tensor is in the model's load dtype: the config's ``dtype`` / ``torch_dtype``, which
+    transformers >= 5 uses when mergekit passes no dtype (huggingface/transformers
+    src/transformers/modeling_utils.py ``_get_dtype``). When the config names none, transformers
+    takes the checkpoint's first floating dtype; checkpoints hold one, so the stored dtype is kept.
     """
 
     def __init__(self, inner: Any, adapter: LoraAdapter, *, load_dtype: torch.dtype | None) -> None:
