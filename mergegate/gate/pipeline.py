@@ -141,6 +141,12 @@ def _resolve_local(ref: RecipeModel, recipe: RecipeSummary) -> Path | None:
 
 def _audit_target(ref: RecipeModel, recipe: RecipeSummary) -> str:
     """What the audit loads for a recipe reference: the local directory or the (pinned) Hub id."""
+    if ref.adapter:  # auditing the base alone would misreport the constituent the merge actually used
+        raise ConfigError(f"constituent '{ref.raw}' is a model with a LoRA adapter; the gate audits "
+                          "constituents as published models and cannot audit an adapted one yet",
+                          source=recipe.name, field="models",
+                          hint="merge the adapter into its base (mergegate merge with passthrough, or peft's "
+                          "merge_and_unload), publish or save it, and reference that model in the recipe")
     if ref.is_hub:
         return f"{ref.path}@{ref.revision}" if ref.revision else ref.path
     local = _resolve_local(ref, recipe)

@@ -17,8 +17,9 @@ from mergegate.atomic import replace_dir
 from mergegate.errors import InputError, MergegateError, MergeFailure
 from mergegate.merging.config import MergeConfig, ModelReference, load_merge_config
 from mergegate.merging.executor import execute_plan
+from mergegate.merging.lora import resolve_adapter
 from mergegate.merging.plan import MergePlan, build_plan, load_inputs
-from mergegate.models.resolver import ResolvedModel, resolve_model
+from mergegate.models.resolver import ResolvedModel, resolve_model, resolve_tokenizer_files
 from mergegate.merging.tensor_io import ShardedWriter, parse_size
 from mergegate.merging.tokenizer_files import copy_model_files
 
@@ -44,14 +45,30 @@ class MergeResult:
 
 
 def _resolve_all(config: MergeConfig, *, allow_pickle: bool) -> dict[ModelReference, ResolvedModel]:
-    return {ref: resolve_model(ref, allow_pickle=allow_pickle) for ref in config.referenced_models()}
+    models = {}
+    for ref in config.referenced_models():
+        model = resolve_model(ref, allow_pickle=allow_pickle)
+        if ref.lora is not None:
+            model.adapter = resolve_adapter(ref.lora, allow_pickle=allow_pickle)
+        models[ref] = model
+    return models
 
 
 def plan_merge(config: str | Path | dict[str, Any] | MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
     """Validate the recipe, resolve (and if needed download) the inputs and plan every tensor."""
     cfg = config if isinstance(config, MergeConfig) else load_merge_config(config)[0]
     models = _resolve_all(cfg, allow_pickle=allow_pickle)
-    return build_plan(cfg, load_inputs(models, allow_pickle=allow_pickle))
+    return build_plan(cfg, load_inputs(models, allow_pickle=allow_pickle),
+                      tokenizer_dirs=_resolve_tokenizer_source(cfg, models))
+
+
+def _resolve_tokenizer_source(config: MergeConfig, models: dict[ModelReference, ResolvedModel]
+                              ) -> dict[ModelReference, Path]:
+    """A ``tokenizer_source`` model that is not an input: only its tokenizer files, pinned."""
+    choice = config.tokenizer_choice
+    if not isinstance(choice, ModelReference) or choice in models:
+        return {}
+    return {choice: resolve_tokenizer_files(choice)}
 
 
 def _check_device(device: str) -> str:
@@ -110,6 +127,10 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
         record = {"mergegate_version": __version__, "merge_method": cfg.merge_method, "seed": seed,
                   "device": device, "config_source": str(plan.config_source), "inputs": provenance,
                   "outputs": files, "config_sha256": _sha256_text(text)}
+        if plan.tokenizer is not None:
+            record["tokenizer"] = {"source": plan.tokenizer.source, "tokens": len(plan.tokenizer.vocab),
+                                   "rows": plan.tokenizer.rows, "added": plan.tokenizer.added,
+                                   "source_dirs": {str(k): str(v) for k, v in plan.tokenizer_dirs.items()}}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         replace_dir(tmp, out_dir)
     except BaseException as exc:

@@ -37,7 +37,8 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 def load_task_inputs(plan: MergePlan, task: TensorTask, device: torch.device) -> list[torch.Tensor]:
-    """The input tensors of one task on ``device``: NaN/Inf checked, cast to the compute dtype."""
+    """The input tensors of one task on ``device``: NaN/Inf checked, cast to the compute dtype, and
+    (for recipes that align tokenizers) with embedding rows rebuilt on the output vocabulary."""
     tensors = []
     for ref, name in task.inputs:
         raw = plan.inputs[ref].reader.get(name)
@@ -47,6 +48,8 @@ def load_task_inputs(plan: MergePlan, task: TensorTask, device: torch.device) ->
                                   hint="the input checkpoint is broken; re-download or fix it before merging")
         # a private copy-on-write view of the file when no cast is needed: methods may modify it in place
         tensors.append(raw.to(device=device, dtype=task.compute_dtype) if raw.is_floating_point() else raw.to(device))
+    if task.vocab is not None:  # rows rebuilt on the output tokenizer's vocabulary first
+        tensors = task.vocab.apply(tensors)
     return tensors
 
 

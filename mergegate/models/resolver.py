@@ -13,10 +13,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from mergegate.errors import InputError, ModelFilesError
 from mergegate.models.fingerprints import sha256_file, weights_digest
 from mergegate.models.reference import ModelReference
+
+
+class PinnedPart(Protocol):
+    """Something applied to a model that records where it came from (a LoRA adapter)."""
+
+    def provenance(self) -> dict[str, Any]: ...
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class ResolvedModel:
     source: str  # "local" or "hub"
     revision: str | None = None  # commit sha (Hub)
     file_hashes: dict[str, str] = field(default_factory=dict)  # weight file name -> sha256
+    adapter: PinnedPart | None = None  # the LoRA of a model+adapter reference (set by the merging engine)
 
     @property
     def name(self) -> str:
@@ -62,9 +70,12 @@ class ResolvedModel:
         return weights_digest(self.hash_weights().values())
 
     def provenance(self) -> dict[str, object]:
-        return {"id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
-                "source": self.source, "files": dict(self.hash_weights()),
-                "weights_sha256": self.weights_sha256}
+        record: dict[str, object] = {
+            "id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
+            "source": self.source, "files": dict(self.hash_weights()), "weights_sha256": self.weights_sha256}
+        if self.adapter is not None:
+            record["lora"] = self.adapter.provenance()
+        return record
 
 
 def pickle_weight_files(path: Path) -> list[Path]:
@@ -86,7 +97,9 @@ def is_local(ref: ModelReference) -> bool:
 
 def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str | bool | None = None,
                   cache_dir: str | Path | None = None) -> ResolvedModel:
-    """Local directory or Hub download at a pinned commit sha."""
+    """Local directory or Hub download at a pinned commit sha. A ``model+adapter`` reference
+    resolves its base model here; the merging engine resolves and applies the adapter
+    (:func:`mergegate.merging.lora.resolve_adapter`)."""
     path = Path(ref.path).expanduser()
     if path.is_dir():
         if ref.revision:
@@ -150,6 +163,56 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
         model.file_hashes = {n: lfs_hashes[n] for n in sorted(weight_names)}
     check_weight_files(model, allow_pickle=allow_pickle)
     return model
+
+
+def download_pinned(repo_id: str, revision: str | None, patterns: list[str], *, what: str,
+                    token: str | bool | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """Files of a Hub repo matching ``patterns`` at one commit: (local snapshot dir, commit sha).
+
+    The revision (a branch, tag or sha; default the main branch) is resolved to a sha first, then
+    only that sha is downloaded. With ``HF_HUB_OFFLINE=1`` the files come from the local HF cache.
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    if not _HUB_ID_RE.match(repo_id):
+        raise InputError(f"{what} '{repo_id}' is neither a local directory nor a Hub id", field="model",
+                         hint="give a local directory or a Hub id org/name[@revision]")
+    sha: str | None = revision if revision and _SHA_RE.match(revision) else None
+    if not hub_offline() and sha is None:
+        try:
+            sha = huggingface_hub.HfApi().model_info(repo_id, revision=revision, token=token).sha
+        except (RepositoryNotFoundError, GatedRepoError) as exc:
+            raise InputError(f"Hub {what} '{repo_id}' not found or not accessible ({type(exc).__name__})",
+                             field="model", hint="check the id; log in with `hf auth login` for gated repos"
+                             ) from None
+        except RevisionNotFoundError:
+            raise InputError(f"revision '{revision}' not found in '{repo_id}'", field="model") from None
+    try:
+        local = huggingface_hub.snapshot_download(repo_id, revision=sha or revision, allow_patterns=patterns,
+                                                  cache_dir=cache_dir, token=token, local_files_only=hub_offline())
+    except LocalEntryNotFoundError:
+        raise InputError(f"could not download the {what} '{repo_id}': it is not in the local Hugging Face cache "
+                         "and HF_HUB_OFFLINE is set", field="model",
+                         hint="download it once online, or unset HF_HUB_OFFLINE") from None
+    path = Path(local)
+    return path, sha or path.name  # snapshot folders are named by commit sha
+
+
+def resolve_tokenizer_files(ref: ModelReference, *, token: str | bool | None = None,
+                            cache_dir: str | Path | None = None) -> Path:
+    """Only the tokenizer (and config) files of a model: a local directory, or a Hub repo at a
+    pinned commit (for a ``tokenizer_source`` that is not one of the merged models)."""
+    path = Path(ref.path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists() or ref.path.startswith(("/", "./", "../", "~", ".")):
+        raise InputError(f"tokenizer source directory not found: '{ref.path}'", field="tokenizer_source",
+                         hint="give a model directory with tokenizer files, or a Hub id org/name[@revision]")
+    local, _sha = download_pinned(ref.path, ref.revision, METADATA_PATTERNS, what="tokenizer source",
+                                  token=token, cache_dir=cache_dir)
+    return local
 
 
 def check_weight_files(model: ResolvedModel, *, allow_pickle: bool) -> None:

@@ -249,3 +249,29 @@ def test_redact_covers_hf_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     token_file.write_text("custom-login-token-xyz12345\n")
     monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
     assert redact("auth custom-login-token-xyz12345 here") == "auth *** here"
+
+
+def test_lora_constituent_is_refused_by_name(tmp_path: Path) -> None:
+    """The merge engine applies model+adapter references; the gate cannot audit the adapted model,
+    and auditing the base alone would report on a model the merge did not use."""
+    recipe = write_recipe(tmp_path)
+    text = recipe.read_text().replace('models/expert"', 'models/expert+adapters/chat-lora"', 1)
+    recipe.write_text(text)
+    report, calls = gate(recipe, tmp_path / "out")
+    assert report.exit_code == 2 and report.error and report.error.stage == "config" and not calls
+    assert "LoRA adapter" in report.error.message and "expert+" in report.error.message
+
+
+def test_recipe_references_in_every_mergekit_form(tmp_path: Path) -> None:
+    from mergegate.merging.recipe import summarize_recipe
+
+    recipe = summarize_recipe(
+        "merge_method: linear\nbase_model: {model: {path: org/base, revision: abc}}\n"
+        "modules:\n  default:\n    models:\n"
+        "      - model: org/expert@v1+org/adapter@v2\n"
+        "      - model: {model: org/other, lora: {path: org/lora2}}\n")
+    by_raw = {r.raw: r for r in recipe.models}
+    assert by_raw["org/base@abc"].revision == "abc" and by_raw["org/base@abc"].adapter is None
+    lora = by_raw["org/expert@v1+org/adapter@v2"]
+    assert (lora.path, lora.revision, lora.adapter, lora.is_hub) == ("org/expert", "v1", "org/adapter@v2", True)
+    assert by_raw["org/other+org/lora2"].adapter == "org/lora2"
