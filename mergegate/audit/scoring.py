@@ -67,6 +67,7 @@ def score_model(model: ModelRef, items: list[ItemResult], benign_refused: Sequen
         n_benign=n_benign,
         by_source_category={k: CategoryTally(n=v[0], unsafe=v[1]) for k, v in sorted(by_source.items())},
         by_guard_category=dict(sorted(by_guard.items(), key=lambda kv: (len(kv[0]), kv[0]))),
+        n_off_protocol=sum(1 for it in items if it.verdict.off_protocol_dominant),
         items=items if keep_items else [])
 
 
