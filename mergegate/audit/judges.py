@@ -50,19 +50,24 @@ class Judge(Protocol):
 
 def label_token_ids(tokenizer: Any, label: str, other: str) -> set[int]:
     """Ids of the first token of ``label`` as the judge may write it: at the start of its answer,
-    after a space, or after the newlines an LG3/LG4 answer starts with. A token that is also the start
-    of ``other`` (e.g. a bare "un") is not counted."""
-    ids: set[int] = set()
-    for prefix in ("", " ", "\n", "\n\n"):
-        head = tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
-        enc = tokenizer.encode(prefix + label, add_special_tokens=False)
-        if enc[: len(head)] != head or len(enc) <= len(head):
-            continue
-        token = enc[len(head)]
-        piece = tokenizer.decode([token]).strip()
-        if piece and label.startswith(piece) and not (other.startswith(piece) and len(piece) < len(label)):
-            ids.add(token)
-    return ids
+    after a space (Llama 3 "safe" 19193 and " safe" 6220), or after the newlines an LG3/LG4 answer
+    starts with. Tokens that are the whole word are preferred; only a vocabulary without one (e.g. a
+    character-level tokenizer) falls back to the word's first piece, never one that also starts
+    ``other``."""
+    whole: set[int] = set()
+    partial: set[int] = set()
+    for variant in (label, " " + label, "\n" + label, "\n\n" + label):
+        for token in tokenizer.encode(variant, add_special_tokens=False):
+            piece = tokenizer.decode([token])
+            if not piece.strip():
+                continue  # the space / newline tokens before the word
+            piece = piece.strip()
+            if piece == label:
+                whole.add(token)
+            elif label.startswith(piece) and not other.startswith(piece):
+                partial.add(token)
+            break
+    return whole or partial
 
 
 def pad_left(batch: list[list[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
