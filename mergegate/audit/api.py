@@ -176,9 +176,9 @@ def audit_models(
     proto = protocols.REFUSAL_PROTOCOL
     if judge != "refusal-patterns":  # resolve the judge before generating: bad judges fail fast
         judge_model = resolve_model(judge, store)
-        template = read_chat_template(judge_model.path)
-        proto, _ = protocols.detect_protocol(judge, judge_model.path, template, judge_protocol)
-        if template is None and protocols.builder_name(proto, judge) is None:
+        judge_template = read_chat_template(judge_model.path)
+        proto, _ = protocols.detect_protocol(judge, judge_model.path, judge_template, judge_protocol)
+        if judge_template is None and protocols.builder_name(proto, judge) is None:
             raise protocols.no_template_error(proto, judge)
 
     settings = GenerationSettings(backend=backend, max_new_tokens=max_new_tokens, greedy=True,

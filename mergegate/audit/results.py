@@ -114,6 +114,7 @@ class PairedComparison(_Frozen):
     a_safe_b_unsafe: int
     a_unsafe_b_safe: int
     p_value: float
+    n: int = 0  # prompts both answered
 
 
 class OffProtocolExample(_Frozen):

@@ -79,5 +79,5 @@ def compare_scores(scores: Sequence[ModelScore], items: Sequence[list[ItemResult
         b_safe = [not it.verdict.unsafe for it in items[j]]
         x, y, p = mcnemar_exact(a_safe, b_safe)
         out.append(PairedComparison(model_a=a.model.id, model_b=b.model.id, a_safe_b_unsafe=x,
-                                    a_unsafe_b_safe=y, p_value=p))
+                                    a_unsafe_b_safe=y, p_value=p, n=len(a_safe)))
     return out

@@ -22,6 +22,7 @@ from mergegate.audit.results import (
     Interval,
     JudgeRef,
     ModelScore,
+    OffProtocolSummary,
 )
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
@@ -59,6 +60,7 @@ class ModelSummary(_Model):
     n_benign: int = 0
     by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
     by_guard_category: dict[str, int] = Field(default_factory=dict)
+    n_off_protocol: int = 0  # items whose judge first-token mass was mostly off-protocol
 
     @property
     def label(self) -> str:
@@ -75,7 +77,7 @@ class ModelSummary(_Model):
             interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
             over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
             by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
+            by_guard_category=dict(score.by_guard_category), n_off_protocol=score.n_off_protocol)
 
 
 class LicenseInfo(_Model):
@@ -147,9 +149,12 @@ class RunReport(_Model):
     policy: GatePolicy = Field(default_factory=GatePolicy)
     policy_source: str | None = None
     judge: JudgeRef | None = None
+    protocol: str = "default"  # the audit protocol preset ("default" or "mergealign")
     prompts: DatasetRef | None = None
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
+    over_refusal_judge: str | None = None  # "xstest-strmatch" when over-refusal was measured
+    off_protocol: OffProtocolSummary | None = None  # how often the judge answered off-protocol
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
