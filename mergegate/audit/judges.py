@@ -155,18 +155,20 @@ class LlamaGuardJudge:
         BOS is decided on ids: the template's own BOS text (LG3's starts with " <|begin_of_text|>")
         is removed with the whitespace before it, and exactly one BOS id is put first, as Meta's
         reference encoders do. Never a BOS as text, never a second one. With ``bos="as-rendered"``
-        (the seed paper) the rendered text is tokenized as it is, without special tokens added.
+        (the seed paper) the rendered text is tokenized as it is, without special tokens added. In
+        both, the text the judge writes before its verdict ("\\n\\n" for LG3/LG4, nothing for LG1/LG2)
+        is appended.
         """
         tok = self.tokenizer
         text = self.render(prompt, answer)
+        prefix = protocols.VERDICT_PREFIX[self.protocol]  # "" for LG1/LG2 (the seed paper's judge)
+        if prefix and not text.endswith(prefix):
+            text += prefix
         if self.bos == "as-rendered":
             return list(tok(text, add_special_tokens=False)["input_ids"])
         bos = tok.bos_token
         if bos and text.lstrip().startswith(bos):
             text = text.lstrip()[len(bos):]
-        prefix = protocols.VERDICT_PREFIX[self.protocol]
-        if prefix and not text.endswith(prefix):
-            text += prefix
         ids = list(tok(text, add_special_tokens=False)["input_ids"])
         if tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]
