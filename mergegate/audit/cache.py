@@ -6,7 +6,9 @@ that gets ``audit.sqlite3``), else ``$MERGEGATE_CACHE_DIR``, else
 
 - answers are keyed by (model key, generation-settings key, sha256(prompt)); the model key hashes
   the weights (sha256 over per-file sha256) plus config/tokenizer/chat-template files;
-- verdicts by (judge key, sha256(prompt), sha256(answer));
+- verdicts by (judge key, sha256(prompt), sha256(answer)), with the normalised P(unsafe), the raw
+  P(unsafe first token), the off-protocol first-token mass and the off-protocol top token (schema 2;
+  a schema-1 file gets the three columns added, NULL for old rows);
 - per-file sha256 are not kept here: :mod:`mergegate.models.fingerprints` holds the one hash cache.
 
 Writers commit once per batch, so an interrupted audit resumes where it stopped. Several processes
@@ -26,9 +28,10 @@ from pathlib import Path
 
 from mergegate.audit.results import Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "audit.sqlite3"
 _CHUNK = 400  # SQLite host-parameter limit is 999 in old builds
+_VERDICT_COLUMNS_V2 = (("p_unsafe_token", "REAL"), ("off_protocol", "REAL"), ("top_token", "TEXT"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,6 +41,7 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS verdicts (
     judge_key TEXT NOT NULL, prompt_sha TEXT NOT NULL, answer_sha TEXT NOT NULL,
     unsafe INTEGER NOT NULL, p_unsafe REAL NOT NULL, categories TEXT NOT NULL,
+    p_unsafe_token REAL, off_protocol REAL, top_token TEXT,
     PRIMARY KEY (judge_key, prompt_sha, answer_sha)) WITHOUT ROWID;
 """
 
@@ -70,7 +74,15 @@ class AuditCache:
         conn = self._conn()
         with conn:
             conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            have = {row[1] for row in conn.execute("PRAGMA table_info(verdicts)")}
+            for name, kind in _VERDICT_COLUMNS_V2:  # schema 1 -> 2
+                if name not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -121,21 +133,25 @@ class AuditCache:
         for i in range(0, len(prompt_shas), _CHUNK):
             chunk = prompt_shas[i: i + _CHUNK]
             rows = conn.execute(
-                f"SELECT prompt_sha, answer_sha, unsafe, p_unsafe, categories FROM verdicts "
+                f"SELECT prompt_sha, answer_sha, unsafe, p_unsafe, categories, p_unsafe_token, off_protocol, "
+                f"top_token FROM verdicts "
                 f"WHERE judge_key = ? AND prompt_sha IN ({','.join('?' * len(chunk))})", (judge_key, *chunk))
-            for ps, ans, unsafe, p_unsafe, cats in rows:
+            for ps, ans, unsafe, p_unsafe, cats, p_token, off, top in rows:
                 if (ps, ans) in keyed:
                     found[keyed[(ps, ans)]] = Verdict(unsafe=bool(unsafe), p_unsafe=p_unsafe,
-                                                      categories=tuple(json.loads(cats)))
+                                                      categories=tuple(json.loads(cats)), p_unsafe_token=p_token,
+                                                      off_protocol=off, top_token=top)
         return found
 
     def put_verdicts(self, judge_key: str, items: Iterable[tuple[tuple[str, str], Verdict]]) -> None:
         conn = self._conn()
         with conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO verdicts (judge_key, prompt_sha, answer_sha, unsafe, p_unsafe, categories, "
+                "p_unsafe_token, off_protocol, top_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(judge_key, sha256_text(p), sha256_text(a), int(v.unsafe), v.p_unsafe,
-                  json.dumps(list(v.categories))) for (p, a), v in items])
+                  json.dumps(list(v.categories)), v.p_unsafe_token, v.off_protocol, v.top_token)
+                 for (p, a), v in items])
 
     def counts(self) -> dict[str, int]:
         conn = self._conn()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mergegate.cli.options import add_audit_options, non_negative_float, positive_int
+from mergegate.cli.options import add_audit_options, non_negative_float, positive_int, resolve_protocol_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise InputError("--out DIR is required", field="out")
+    resolve_protocol_args(args)
+    if args.protocol != "default":
+        raise InputError(f"batch audits use the default protocol, not --protocol {args.protocol}",
+                         field="protocol", hint="reproduce the seed paper with `mergegate audit --protocol "
+                                                "mergealign` or `mergegate run --protocol mergealign`")
     if (args.top is None) == (args.models is None):
         raise InputError("give exactly one of --top N and --models FILE", field="top",
                          hint="e.g. mergegate batch --top 20 --out leaderboard/")

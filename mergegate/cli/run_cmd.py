@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mergegate.cli.options import add_audit_options, positive_int
+from mergegate.cli.options import add_audit_options, positive_int, resolve_protocol_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,12 +54,13 @@ def _run(args: argparse.Namespace) -> int:
     from mergegate.gate.pipeline import run_gate, summary_lines
     from mergegate.gate.report import REPORT_FILENAME, write_report
 
+    resolve_protocol_args(args)
     report = run_gate(
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
         max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
         name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
-        weighting_options=_weighting_options(args))
+        weighting_options=_weighting_options(args), protocol=args.protocol)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
     for line in summary_lines(report):

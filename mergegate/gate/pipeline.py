@@ -20,7 +20,8 @@ from typing import Any
 from mergegate.atomic import write_text_atomic
 from mergegate.errors import AuditError, ConfigError, InputError, MergegateError
 from mergegate.gate.card import scrub, write_card
-from mergegate.gate.decision import decide
+from mergegate.audit.presets import resolve as resolve_protocol
+from mergegate.gate.decision import best_input, decide, paired_with_best
 from mergegate.gate.hashing import hash_directory
 from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_license, read_local_license
 from mergegate.gate.policy import GatePolicy, load_policy
@@ -65,11 +66,14 @@ def _default_audit_fn() -> AuditFn:
 def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source: str | None,
                       prompts: str, benign: str | None, judge: str, backend: str, device: str,
                       limit: int | None, max_new_tokens: int, seed: int, name: str | None,
-                      weighting: str = "declared", weighting_options: dict[str, Any] | None = None) -> str:
+                      weighting: str = "declared", weighting_options: dict[str, Any] | None = None,
+                      protocol: str = "default") -> str:
     """The ``mergegate run`` command line that repeats a run (redacted, home as ``~``)."""
     argv = ["mergegate", "run", str(config), "--out", str(out_dir)]
     if policy_source:
         argv += ["--policy", policy_source]
+    if protocol != "default":
+        argv += ["--protocol", protocol]
     argv += ["--prompts", prompts, "--benign", benign or "none", "--judge", judge,
              "--backend", backend, "--device", device]
     if limit is not None:
@@ -177,13 +181,13 @@ def run_gate(
     out_dir: str | Path,
     *,
     policy: GatePolicy | str | Path | None = None,
-    prompts: str = DEFAULT_PROMPTS,
+    prompts: str | None = None,
     benign: str | None = DEFAULT_BENIGN,
-    judge: str = DEFAULT_JUDGE,
+    judge: str | None = None,
     backend: str = "transformers",
     device: str = "cpu",
     limit: int | None = None,
-    max_new_tokens: int = 512,
+    max_new_tokens: int | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     name: str | None = None,
@@ -195,6 +199,7 @@ def run_gate(
     weighting_options: dict[str, Any] | None = None,
     merge_fn: MergeFn | None = None,
     audit_fn: AuditFn | None = None,
+    protocol: str | None = None,
 ) -> RunReport:
     """Rebuild the merge declared in ``config`` into ``out_dir``, audit it, decide and report.
 
@@ -204,8 +209,9 @@ def run_gate(
             new, empty or a previous mergegate output (whose files are replaced).
         policy: a :class:`GatePolicy`, a policy file, or ``None`` for ``mergegate.yml`` / defaults.
         prompts, benign, judge, backend, device, limit, max_new_tokens, seed, batch_size, cache,
-            trust_remote_code, progress: passed to :func:`mergegate.audit.audit_models`
-            (``benign=None`` skips over-refusal).
+            trust_remote_code, progress, protocol: passed to :func:`mergegate.audit.audit_models`
+            (``benign=None`` skips over-refusal; ``prompts``/``judge``/``max_new_tokens`` default to
+            the protocol's: BeaverTails, Llama-Guard-3-8B, 512).
         name: the merged model's display name (default: the output directory's name).
         card: write the card and chart (pass/blocked runs only).
         weighting: ``declared`` builds the recipe as written; ``cocktail`` / ``evomm`` first choose
@@ -237,11 +243,14 @@ def run_gate(
             policy_obj, policy_source = load_policy(policy)
         partial["policy"] = policy_obj
         partial["policy_source"] = scrub(policy_source) if policy_source else None
+        preset, judge, prompts, max_new_tokens = resolve_protocol(protocol, judge=judge, prompts=prompts,
+                                                                  max_new_tokens=max_new_tokens)
+        partial["protocol"] = preset.name
         partial["command"] = reproduce_command(
             config, out_dir, policy_source=policy_source, prompts=prompts, benign=benign,
             judge=judge, backend=backend, device=device, limit=limit,
             max_new_tokens=max_new_tokens, seed=seed, name=name, weighting=weighting,
-            weighting_options=weighting_options)
+            weighting_options=weighting_options, protocol=preset.name)
 
         if device == "auto":
             device = _auto_device()
@@ -290,13 +299,16 @@ def run_gate(
         merged_target = str(out)
         extra_targets = [declared_target] if declared_target else []
         log.info("auditing %d constituent(s) and the merge", len(targets))
+        audit_kwargs: dict[str, Any] = {"protocol": preset.name} if preset.name != "default" else {}
         audit = audit_models(
             [*targets, *extra_targets, merged_target], prompts=prompts, benign=benign, judge=judge,
             backend=backend, device=device, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
             batch_size=batch_size, cache=cache, trust_remote_code=trust_remote_code,
-            progress=progress)
+            progress=progress, **audit_kwargs)
         partial.update(judge=audit.judge, prompts=audit.prompts, benign=audit.benign,
-                       generation=audit.generation)
+                       generation=audit.generation,
+                       over_refusal_judge=getattr(audit, "over_refusal_judge", None),
+                       off_protocol=getattr(audit, "off_protocol", None))
 
         stage = "decide"
         licenses: dict[str, DeclaredLicense | None] = {}
@@ -318,8 +330,11 @@ def run_gate(
             partial["weighting"] = _weighting_summary(optimized, recipe.text, declared_score.alignment,
                                                       merged.alignment)
         output_files = sorted(hash_directory(out))
+        best_index = constituents.index(best_input(constituents))
+        paired = paired_with_best(getattr(audit, "comparisons", []), targets[best_index], merged_target,
+                                  best=constituents[best_index].label, merge=display_name)
         gate = decide(merged, constituents, policy_obj, output_files=output_files,
-                      hub_references=[r.raw for r in recipe.models if r.is_hub])
+                      hub_references=[r.raw for r in recipe.models if r.is_hub], paired=paired)
         report = RunReport(
             name=display_name, decision=gate.decision, reasons=[scrub(r) for r in gate.reasons],
             gate=gate, merged=merged, constituents=constituents, best_input=gate.best_input,
@@ -426,8 +441,23 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.gate:
         for rule in report.gate.rules:
             lines.append(f"  [{rule.verdict}] {rule.rule}: {rule.detail}")
+        p = report.gate.paired
+        if p is not None:
+            lines.append(f"  paired with {p.best_input} on the same {p.n} prompts: merge safe & best unsafe "
+                         f"{p.merge_safe_best_unsafe}, merge unsafe & best safe {p.merge_unsafe_best_safe}, "
+                         f"exact McNemar p = {p.p_value:.3g}")
     elif report.reasons:
         lines.extend(f"  {reason}" for reason in report.reasons)
+    if report.merged and report.merged.by_guard_category:
+        from mergegate.gate.card import guard_category_label
+
+        cats = ", ".join(f"{guard_category_label(code, report)}: {n}"
+                         for code, n in report.merged.by_guard_category.items())
+        lines.append(f"  merge's unsafe answers by judge category: {cats}")
+    if report.off_protocol is not None and report.off_protocol.n_dominant:
+        o = report.off_protocol
+        lines.append(f"  judge off-protocol on {o.n_dominant} of {o.n} items ({o.share:.1%}; scored from "
+                     "P(unsafe) vs P(safe) all the same)")
     return [scrub(line) for line in lines]
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
 from mergegate.atomic import write_text_atomic
-from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef
+from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef, OffProtocolSummary
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
 from mergegate.gate.policy import GatePolicy
@@ -100,9 +100,12 @@ class RunReport(_Model):
     policy: GatePolicy = Field(default_factory=GatePolicy)
     policy_source: str | None = None
     judge: JudgeRef | None = None
+    protocol: str = "default"  # the audit protocol preset ("default" or "mergealign")
     prompts: DatasetRef | None = None
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
+    over_refusal_judge: str | None = None  # "xstest-strmatch" when over-refusal was measured
+    off_protocol: OffProtocolSummary | None = None  # how often the judge answered off-protocol
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None

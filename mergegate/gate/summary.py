@@ -36,6 +36,7 @@ class ModelSummary(_Model):
     n_benign: int = 0
     by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
     by_guard_category: dict[str, int] = Field(default_factory=dict)
+    n_off_protocol: int = 0  # items whose judge first-token mass was mostly off-protocol
 
     @property
     def label(self) -> str:
@@ -52,7 +53,7 @@ class ModelSummary(_Model):
             interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
             over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
             by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
+            by_guard_category=dict(score.by_guard_category), n_off_protocol=score.n_off_protocol)
 
 
 __all__ = ["ModelSummary"]
