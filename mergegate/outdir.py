@@ -296,9 +296,10 @@ def _inspect(path: Path, *, given: str, option: str, kinds: tuple[OutputKind, ..
     if replace and cwd is not None and _contained(cwd, path):
         what = ("this is the current directory" if path == cwd else
                 "this directory contains the current directory")
+        hint = (f"run it from outside, e.g. `cd {path.parent}` and pass {path.name}" if previous else
+                f"write to a new directory inside it instead, e.g. {_suggestion(given, path)}")
         raise _refuse(f"{what}; mergegate replaces its output directory as a whole, which would leave "
-                      "your shell in a deleted directory", path, option,
-                      f"write to a new directory inside it instead, e.g. {_suggestion(given, path)}")
+                      "your shell in a deleted directory", path, option, hint)
     return OutputDir(path=path, given=given, option=option, previous=previous, kinds=kinds, replace=replace)
 
 
