@@ -42,8 +42,8 @@ def _check_output(name: str, result: torch.Tensor) -> None:
     if result.is_floating_point() and not _all_finite(result):
         bad = int((~torch.isfinite(result)).sum())
         raise MergeFailure(
-            f"the merge produced {bad} NaN/Inf value(s) in tensor '{name}' (the first non-finite output "
-            "tensor; nothing was written)", field=name,
+            f"the merge produced {bad} NaN/Inf value(s) in this tensor, the first non-finite one of the "
+            "output (nothing was written)", field=name,
             hint="the inputs are finite, so the recipe's parameters overflow the compute dtype (e.g. a weight "
                  "like 1e300) or divide by ~0; fix the weights/densities in the recipe")
 
