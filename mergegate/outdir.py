@@ -337,6 +337,10 @@ def check_output_dir(path: str | os.PathLike[str], *, kinds: Sequence[OutputKind
 
 # --- the lock -----------------------------------------------------------------------------------
 
+class OutputInUseError(InputError):
+    """Another mergegate process holds the output's lock (exit code 2)."""
+
+
 class OutputBusy(Exception):
     """The output's lock is held by another process (``holder``: its pid, when known)."""
 
@@ -463,7 +467,7 @@ class OutputClaim:
             lock.acquire()
         except OutputBusy as busy:
             who = f" ({busy.holder})" if busy.holder else ""
-            raise InputError(f"another mergegate process{who} is writing this output right now",
+            raise OutputInUseError(f"another mergegate process{who} is writing this output right now",
                              source=str(self.path), field=self.target.option,
                              hint=f"wait for it to finish, or pass another directory (its lock: "
                              f"{self.target.lock_path})") from None
@@ -543,6 +547,6 @@ class OutputClaim:
         return self.path
 
 
-__all__ = ["check_output_dir", "expand_path", "OutputDir", "OutputClaim", "OutputKind", "OutputLock", "OutputBusy", "MERGE_OUTPUTS",
-           "RUN_OUTPUT", "MERGE_OUTPUT", "MERGEKIT_OUTPUT", "DEMO_OUTPUT", "BATCH_OUTPUT", "STAGING_PURPOSES",
-           "MODEL_DIR_FILES"]
+__all__ = ["check_output_dir", "expand_path", "OutputDir", "OutputClaim", "OutputKind", "OutputLock",
+           "OutputBusy", "OutputInUseError", "MERGE_OUTPUTS", "RUN_OUTPUT", "MERGE_OUTPUT", "MERGEKIT_OUTPUT",
+           "DEMO_OUTPUT", "BATCH_OUTPUT", "STAGING_PURPOSES", "MODEL_DIR_FILES", "PREVIOUS_REPORT_FILE"]

@@ -35,7 +35,7 @@ from mergegate.errors import InputError
 from mergegate.gate.hashing import compare_hashes, hash_directory, list_directory
 from mergegate.gate.report import REPORT_FILENAME, RunReport, load_report
 from mergegate.gate.verify import claim_problems
-from mergegate.outdir import PREVIOUS_REPORT_FILE, RUN_OUTPUT, check_output_dir, expand_path
+from mergegate.outdir import PREVIOUS_REPORT_FILE, RUN_OUTPUT, OutputInUseError, check_output_dir, expand_path
 
 log = logging.getLogger(__name__)
 _CHUNK = 8 * 1024 * 1024
@@ -123,9 +123,9 @@ def _private_dir(directory: Path) -> Iterator[Path]:
         target = check_output_dir(directory, kinds=(RUN_OUTPUT,), replace=False, option="DIR")
         claim_cm = target.claim()
         claim = claim_cm.__enter__()
-    except InputError as exc:
-        if "another mergegate process" in exc.message:
-            raise
+    except OutputInUseError:
+        raise  # a run is writing the output: exit 2, nothing uploaded
+    except InputError:
         claim_cm = None  # e.g. a read-only parent: no lock, a private temp directory instead
     try:
         if claim_cm is not None:
