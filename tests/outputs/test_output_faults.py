@@ -34,6 +34,8 @@ from mergegate.gate.report import load_report
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gate"))
 from _gate_fakes import fake_audit, fake_merge, write_recipe  # noqa: E402
 
+if "fork" not in multiprocessing.get_all_start_methods() or not hasattr(resource, "RLIMIT_FSIZE"):
+    pytest.skip("needs fork() and RLIMIT_FSIZE (POSIX)", allow_module_level=True)
 FORK = multiprocessing.get_context("fork")
 ALIGN = {"base": 93, "expert": 41, "out": 95}
 
