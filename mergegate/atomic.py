@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,20 +44,68 @@ def append_line_durable(path: str | Path, line: str) -> None:
         handle.write(line if line.endswith("\n") else line + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_exchange_unsupported = False
+
+
+def exchange_paths(a: str | Path, b: str | Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False, changing nothing, where the platform, libc or file system cannot do it; raises
+    OSError for any other failure.
+    """
+    global _exchange_unsupported
+    if _exchange_unsupported or not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # glibc < 2.28, musl without it
+        _exchange_unsupported = True
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # the kernel or this file system has no exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def replace_dir(new: str | Path, target: str | Path) -> Path:
     """Move the finished directory ``new`` to ``target``, replacing what was there.
 
-    The old directory is first renamed aside, so ``target`` is never a mix of both; it is deleted
-    once the new one is in place.
+    Where the file system can, the two directories are exchanged in one step, so ``target`` always
+    holds either the complete old or the complete new directory. Elsewhere the old directory is
+    first renamed aside to ``.NAME.old-XXXXXXXX`` (which :mod:`mergegate.outdir` puts back if a run
+    is killed between the two renames), so ``target`` is never a mix of both. The old directory is
+    deleted once the new one is in place.
     """
     new, target = Path(new), Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
-        os.replace(target, old)
-    os.replace(new, target)
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        if exchange_paths(new, target):
+            old = new  # ``new`` now holds the previous directory
+        else:
+            old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
+            os.replace(target, old)
+            os.replace(new, target)
+    else:
+        os.replace(new, target)
+    _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target

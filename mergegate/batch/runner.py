@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate.errors import InputError, MergegateError
+from mergegate.outdir import BATCH_OUTPUT, check_output_dir
 from mergegate.batch import hub
 from mergegate.batch.records import (
     FINAL_STATUSES,
@@ -239,9 +240,18 @@ def run_batch(out_dir: str | Path, *, top: int | None = None, models_file: str |
         InputError: bad ``shard``, missing models file, listing impossible (exit 2).
     """
     shard_t = hub.parse_shard(shard)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("--out exists and is not a directory", source=str(out))
+    # new, empty or a previous batch output (added to, never emptied); one batch per directory at a time
+    target = check_output_dir(out_dir, kinds=(BATCH_OUTPUT,), replace=False, option="--out")
+    with target.claim() as claim:
+        return _run_batch(claim.path, top=top, models_file=models_file, filter=filter, shard=shard,
+                          shard_t=shard_t, options=options, rebuild=rebuild, max_rebuild_gb=max_rebuild_gb,
+                          token=token, on_record=on_record)
+
+
+def _run_batch(out: Path, *, top: int | None, models_file: str | Path | None, filter: str | list[str],
+               shard: str | None, shard_t: tuple[int, int] | None, options: AuditOptions | None, rebuild: bool,
+               max_rebuild_gb: float | None, token: str | bool | None,
+               on_record: Callable[[BatchRecord], None] | None) -> BatchSummary:
     options = options or AuditOptions()
     if options.cache is None:
         options.cache = out / DEFAULT_CACHE_NAME
@@ -311,10 +321,11 @@ def collect(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Batch
         everything.extend(read_records(path))
     everything.sort(key=lambda r: (r.status in FINAL_STATUSES, r.finished_at))
     merged = latest(everything)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_jsonl(out / RESULTS_JSONL, merged)
-    return write_outputs(out, merged)
+    target = check_output_dir(out_dir, kinds=(BATCH_OUTPUT,), replace=False, option="--out")
+    with target.claim() as claim:
+        out = claim.ensure_dir()
+        dump_jsonl(out / RESULTS_JSONL, merged)
+        return write_outputs(out, merged)
 
 
 __all__ = ["run_batch", "collect", "process_merge", "write_outputs", "AuditOptions", "BatchSummary"]

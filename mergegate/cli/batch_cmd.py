@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--models", metavar="FILE", help="a file with one Hub id org/name[@revision] per line")
     src.add_argument("--shard", metavar="i/n",
                      help="audit only every n-th merge starting at the i-th (1-based; for a CI matrix)")
-    p.add_argument("--out", metavar="DIR", help="output directory (created; reused to resume)")
+    p.add_argument("--out", metavar="DIR", help="output directory: new, empty, or a previous batch output (reused to resume; "
+                   "anything else is refused)")
     p.add_argument("--max-rebuild-gb", type=non_negative_float, default=20.0, metavar="GB",
                    help="skip the provenance rebuild when inputs or output exceed this size (default: 20)")
     p.add_argument("--no-rebuild", action="store_true", help="do not rebuild recipes (provenance not checked)")

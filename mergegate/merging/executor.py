@@ -2,7 +2,8 @@
 
 Inputs are read (zero-copy from the page cache), checked for NaN/Inf and cast on the main thread,
 whose torch ops already use every core (a prefetch thread only competed with them on 2 cores);
-a background thread writes and hashes the previous result while the next one is merged. Stochastic methods get a
+a background thread checks every merged tensor for NaN/Inf (an overflowing recipe fails here, not
+in the judge), then writes and hashes it while the next one is merged. Stochastic methods get a
 generator seeded from (seed, tensor name): the result is bit-identical for a seed whatever the
 order or device scheduling.
 """
@@ -34,6 +35,22 @@ def _all_finite(t: torch.Tensor) -> bool:
         return True
     lo, hi = torch.aminmax(t)
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def _check_output(name: str, result: torch.Tensor) -> None:
+    """A merge that produced NaN/±Inf is a failure, never an output (one aminmax pass, as inputs)."""
+    if result.is_floating_point() and not _all_finite(result):
+        bad = int((~torch.isfinite(result)).sum())
+        raise MergeFailure(
+            f"the merge produced {bad} NaN/Inf value(s) in this tensor, the first non-finite one of the "
+            "output (nothing was written)", field=name,
+            hint="the inputs are finite, so the recipe's parameters overflow the compute dtype (e.g. a weight "
+                 "like 1e300) or divide by ~0; fix the weights/densities in the recipe")
+
+
+def _check_and_write(writer: ShardedWriter, name: str, result: torch.Tensor) -> None:
+    _check_output(name, result)
+    writer.write(name, result)
 
 
 def load_task_inputs(plan: MergePlan, task: TensorTask, device: torch.device) -> list[torch.Tensor]:
@@ -82,7 +99,8 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
             result = out.to(task.out.dtype)
             if written is not None:
                 written.result()
-            written = writes.submit(writer.write, task.out.name, result)
+            # checked on the write thread, in order: the first bad tensor is the one reported
+            written = writes.submit(_check_and_write, writer, task.out.name, result)
             del tensors, inp, out, result
             if bar is not None:
                 bar.update(1)
