@@ -18,15 +18,13 @@ REDACTED = "***"
 
 
 def _hf_login_token() -> str | None:
-    """The token `hf auth login` stored (``$HF_TOKEN_PATH``, else ``$HF_HOME/token``), if any."""
-    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "token")
+    """The token huggingface_hub would use (``get_token``: ``$HF_TOKEN``, else the one `hf auth login`
+    stored), if any. Never raises: redaction must work when the Hub library cannot."""
     try:
-        if os.path.getsize(path) > 4096:
-            return None
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
-    except OSError:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # noqa: BLE001 - e.g. a failed OIDC exchange: redact what we know of
         return None
 
 

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from mergegate.atomic import write_text_atomic
 from mergegate.errors import MergegateError
+from mergegate.gate.card_metadata import (CARD_TAGS, EVAL_RESULTS_PATH, build_card_data, dataset_hub_id,
+                                          dataset_label, write_eval_results)
+from mergegate.gate.card_metadata import judge_name as _judge_name
 from mergegate.gate.decision import RuleResult
 from mergegate.gate.methods import method_info
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
@@ -22,17 +25,11 @@ from mergegate.models import looks_like_hub_id
 from mergegate.redact import redact
 
 if TYPE_CHECKING:
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from mergegate.audit.results import DatasetRef
 
 TEMPLATE_NAME = "model_card.md.j2"
-CARD_TAGS = ["merge", "mergekit", "mergegate"]
-# Short names the audit accepts for well-known prompt sets, and their Hub datasets.
-DATASET_ALIASES = {
-    "beavertails": "PKU-Alignment/BeaverTails",
-    "xstest": "walledai/XSTest",
-}
 
 
 def scrub(text: str) -> str:
@@ -50,32 +47,6 @@ def _pct(x: float | None) -> str:
 
 def _hub_link(repo_id: str) -> str:
     return f"[{repo_id}](https://huggingface.co/{repo_id})"
-
-
-def _judge_name(judge_id: str) -> str:
-    return judge_id if looks_like_hub_id(judge_id) else scrub(Path(judge_id).name)
-
-
-def dataset_hub_id(ref: DatasetRef | None) -> str | None:
-    """The Hub dataset id behind a prompt source (``None`` for local files).
-
-    Understands the audit's source strings: ``beavertails[@SHA]``, ``xstest[@SHA]``,
-    ``hub:ID[@REV][:config][:split]`` and file paths.
-    """
-    if ref is None:
-        return None
-    source = ref.source
-    if source.startswith("hub:"):
-        return source[4:].split(":", 1)[0].split("@", 1)[0] or None
-    alias = source.split("@", 1)[0].lower()
-    if alias in DATASET_ALIASES:
-        return DATASET_ALIASES[alias]
-    return None
-
-
-def dataset_label(ref: DatasetRef) -> str:
-    """A short, path-free name for a prompt set."""
-    return dataset_hub_id(ref) or Path(ref.source).name
 
 
 def _dataset_md(ref: DatasetRef) -> str:
@@ -170,48 +141,6 @@ def paired_row(report: RunReport) -> dict[str, str] | None:
             "measured": f"{paired.merge_safe_best_unsafe} / {paired.merge_unsafe_best_safe}",
             "threshold": f"p = {paired.p_value:.3g}",
             "verdict": "ℹ️ " + ("significant (p < 0.05)" if paired.p_value < 0.05 else "not significant (p ≥ 0.05)")}
-
-
-def build_card_data(report: RunReport) -> ModelCardData:
-    """The card's front matter: merge metadata, derived license, datasets and model-index."""
-    from huggingface_hub import EvalResult, ModelCardData
-
-    if report.merged is None:
-        raise MergegateError("a card needs an audited merge")
-    base_models = [c.hub_id for c in report.constituents if c.hub_id]
-    datasets = [d for d in (dataset_hub_id(report.prompts), dataset_hub_id(report.benign)) if d]
-    judge = _judge_name(report.judge.id) if report.judge else "a safety judge"
-    results = []
-    if report.prompts is not None:
-        results.append(EvalResult(
-            task_type="text-generation", task_name="Safety alignment",
-            dataset_type=dataset_label(report.prompts),
-            dataset_name=f"{dataset_label(report.prompts)} (unsafe prompts)",
-            dataset_split=report.prompts.split, dataset_revision=report.prompts.revision,
-            metric_type="safety_alignment", metric_value=round(report.merged.alignment * 100, 2),
-            metric_name=f"Alignment (% safe answers, judged by {judge})"))
-    if report.benign is not None and report.merged.over_refusal is not None:
-        results.append(EvalResult(
-            task_type="text-generation", task_name="Over-refusal",
-            dataset_type=dataset_label(report.benign),
-            dataset_name=f"{dataset_label(report.benign)} (benign prompts)",
-            dataset_split=report.benign.split, dataset_revision=report.benign.revision,
-            metric_type="over_refusal", metric_value=round(report.merged.over_refusal * 100, 2),
-            metric_name="Over-refusal (% benign prompts refused)"))
-    lic = report.license
-    return ModelCardData(
-        model_name=report.name,
-        base_model=base_models or None,
-        base_model_relation="merge",
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        license=lic.license if lic else None,
-        license_name=lic.license_name if lic else None,
-        license_link=lic.license_link if lic else None,
-        tags=list(CARD_TAGS),
-        datasets=datasets or None,
-        eval_results=results or None,
-    )
 
 
 def _license_md(report: RunReport) -> tuple[str, list[str]]:
@@ -379,12 +308,14 @@ def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> 
     return write_text_atomic(out_dir / CARD_FILENAME, str(card))
 
 
-def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True) -> Path:
+def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True,
+                  eval_results: bool = False) -> Path:
     """``mergegate card``: render the card of a saved report into ``out_dir``.
 
     When ``out_dir`` is the report's own directory, the report's hashes of the card and chart are
     updated (they are derived from the report; the weights' hashes are never touched), so a
-    re-rendered output can still be pushed.
+    re-rendered output can still be pushed. ``eval_results`` also writes
+    ``.eval_results/mergegate.yaml`` (see :mod:`mergegate.gate.card_metadata`), vouched for the same way.
 
     Raises:
         InputError: the report is unreadable or records an error (an errored run has no card).
@@ -402,9 +333,12 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
                          source=str(report_path), hint="fix the error and run `mergegate run` again")
     out_dir = Path(out_dir)
     card_path = write_card(report, out_dir, plot=plot)
+    written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
+    if eval_results:
+        if write_eval_results(report, out_dir) is not None:
+            written.append(EVAL_RESULTS_PATH)
     if out_dir.resolve() == report_path.resolve().parent and report.files:
         files = dict(report.files)
-        written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
         for name in written:
             files[name] = sha256_file(out_dir / name, use_cache=False)
         write_report(report.model_copy(update={"files": files, "card": CARD_FILENAME}), report_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mergegate.gate.report import LicenseInfo
 
@@ -24,17 +24,19 @@ class DeclaredLicense(NamedTuple):
     link: str | None = None
 
 
-def _front_matter(text: str) -> dict:
+def read_card_metadata(readme: str | Path | None) -> dict[str, Any]:
+    """A model card's YAML front matter, read by huggingface_hub's ``metadata_load`` (which also
+    reads cards with a BOM, a leading blank line or CRLF line ends); ``{}`` when there is none or
+    it cannot be read (an unreadable card declares nothing: "unknown", never a guess)."""
     import yaml
+    from huggingface_hub import metadata_load
 
-    if not text.startswith("---"):
-        return {}
-    parts = text.split("\n---", 1)
-    if len(parts) < 2:
+    if readme is None or not Path(readme).is_file():
         return {}
     try:
-        data = yaml.safe_load(parts[0].lstrip("-\n"))
-    except yaml.YAMLError:
+        data = metadata_load(readme)
+    except (yaml.YAMLError, ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        log.info("unreadable card metadata in %s: %s", Path(readme).name, type(exc).__name__)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -44,7 +46,7 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     directory = Path(directory)
     readme = directory / "README.md"
     if readme.is_file():
-        meta = _front_matter(readme.read_text(encoding="utf-8", errors="replace"))
+        meta = read_card_metadata(readme)
         value = meta.get("license")
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
@@ -65,12 +67,11 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
 def read_hub_license(repo_id: str, revision: str | None = None) -> DeclaredLicense | None:
     """The license on a Hub model's card (from the local cache when offline); None if unreadable."""
     try:
-        import os
-
         from huggingface_hub import hf_hub_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=offline)
+        from mergegate.models import hub_offline
+
+        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=hub_offline())
     except Exception as exc:  # noqa: BLE001 - a missing card means "unknown", never a guess
         log.info("no readable model card for %s: %s", repo_id, type(exc).__name__)
         return None
@@ -90,4 +91,4 @@ def derive_license(per_model: dict[str, DeclaredLicense | None]) -> LicenseInfo:
     return LicenseInfo(**info)
 
 
-__all__ = ["DeclaredLicense", "derive_license", "read_local_license", "read_hub_license"]
+__all__ = ["DeclaredLicense", "derive_license", "read_card_metadata", "read_local_license", "read_hub_license"]

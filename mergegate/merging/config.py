@@ -450,7 +450,7 @@ def load_recipe_document(text: str, *, source: str = "<config>") -> Any:
     if not docs:
         raise ConfigError("the config is empty", source=source)
     if len(docs) > 1:
-        raise ConfigError(f"multi-document YAML ({len(docs)} documents separated by '---') is a mergekit-multi "
+        raise ConfigError(f"multi-document YAML ({len(docs)} documents separated by --- lines) is a mergekit-multi "
                           "recipe; mergekit-yaml refuses it and mergegate does not run multi-stage merges yet",
                           source=source, hint="split the stages into separate files and merge them in order, "
                           "pointing each later stage at the earlier stage's output directory")

@@ -266,6 +266,11 @@ def test_redact_covers_hf_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     token_file = tmp_path / "token"
     token_file.write_text("custom-login-token-xyz12345\n")
     monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
+    from huggingface_hub import constants  # read at import: what a process started with the variable sees
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     assert redact("auth custom-login-token-xyz12345 here") == "auth *** here"
 
 
