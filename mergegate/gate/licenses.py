@@ -25,7 +25,8 @@ class DeclaredLicense(NamedTuple):
 
 
 def _front_matter(text: str) -> dict:
-    import yaml
+    from mergegate.errors import ConfigError
+    from mergegate.safe_yaml import load_yaml
 
     if not text.startswith("---"):
         return {}
@@ -33,8 +34,8 @@ def _front_matter(text: str) -> dict:
     if len(parts) < 2:
         return {}
     try:
-        data = yaml.safe_load(parts[0].lstrip("-\n"))
-    except yaml.YAMLError:
+        data = load_yaml(parts[0].lstrip("-\n"), source="model card")  # bounded: cards come from the Hub
+    except ConfigError:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -44,7 +45,10 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     directory = Path(directory)
     readme = directory / "README.md"
     if readme.is_file():
-        meta = _front_matter(readme.read_text(encoding="utf-8", errors="replace"))
+        from mergegate.safe_yaml import MAX_CARD_BYTES
+
+        with open(readme, "rb") as handle:  # bounded: a card is text, not gigabytes
+            meta = _front_matter(handle.read(MAX_CARD_BYTES).decode("utf-8", errors="replace"))
         value = meta.get("license")
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
@@ -55,7 +59,7 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     if config.is_file():
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("license")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError, OSError):  # unreadable: license unknown
             value = None
         if isinstance(value, str) and value.strip():
             return DeclaredLicense(value.strip().lower())

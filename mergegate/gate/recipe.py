@@ -62,7 +62,8 @@ def parse_reference(raw: Any, *, relative_to: Path | None = None) -> ModelRefere
     if isinstance(raw, dict):  # {model: ..., lora: ...}
         raw = raw.get("model") or raw.get("path")
     if not isinstance(raw, str) or not raw.strip():
-        raise ConfigError(f"a model reference must be a non-empty string, got {raw!r}")
+        shown = repr(raw) if isinstance(raw, (str, int, float, bool, type(None))) else type(raw).__name__
+        raise ConfigError(f"a model reference must be a non-empty string, got {shown[:80]}")
     text = raw.strip()
     base = text.split("+", 1)[0]
     revision = None
@@ -99,14 +100,13 @@ def parse_recipe(text: str, *, name: str = "mergekit_config.yml",
     Raises:
         ConfigError: not YAML, not a mapping, or without any model.
     """
-    import yaml
+    from mergegate.merging.config import check_recipe_size
+    from mergegate.safe_yaml import load_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=name) from None
+    data = load_yaml(text, source=name)  # bounded: size, alias expansion, depth
     if not isinstance(data, dict):
         raise ConfigError("a mergekit recipe is a YAML mapping", source=name)
+    check_recipe_size(data, source=name)
     refs: list[ModelReference] = []
     seen: set[str] = set()
     for raw in _walk_models(data):
@@ -134,14 +134,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise ConfigError("merge config not found", source=str(path),
                           hint="pass the path of a mergekit YAML (e.g. mergekit_config.yml)")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".md":  # a model card holding the recipe in a ```yaml block
-        from mergegate.merging.config import extract_recipe_from_readme
+    from mergegate.merging.config import read_recipe_text
 
-        block = extract_recipe_from_readme(text)
-        if block is None:
-            raise ConfigError("no ```yaml block with 'merge_method' in this model card", source=str(path))
-        text = block
+    text = read_recipe_text(path)  # bounded; a model card's first ```yaml block with merge_method
     return parse_recipe(text, name=path.name, directory=path.resolve().parent)
 
 

@@ -23,9 +23,10 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 def card_metadata(readme: Path | None) -> dict[str, Any]:
     """The YAML front matter of a model card ({} when absent or unreadable)."""
-    import yaml
+    from mergegate.errors import ConfigError
+    from mergegate.safe_yaml import MAX_CARD_BYTES, load_yaml
 
-    if readme is None or not readme.is_file():
+    if readme is None or not readme.is_file() or readme.stat().st_size > MAX_CARD_BYTES:
         return {}
     text = readme.read_text(encoding="utf-8", errors="replace")
     if not text.startswith("---"):
@@ -34,8 +35,8 @@ def card_metadata(readme: Path | None) -> dict[str, Any]:
     if len(parts) < 2:
         return {}
     try:
-        data = yaml.safe_load(parts[0])
-    except yaml.YAMLError:
+        data = load_yaml(parts[0], source=str(readme))  # bounded: cards come from the Hub
+    except ConfigError:
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergegate.errors import InputError, MergegateError
+from mergegate.errors import ConfigError, InputError, MergegateError
 from mergegate.gate.batch import hub
 from mergegate.gate.batch.records import (
     FINAL_STATUSES,
@@ -99,14 +99,19 @@ def _worst(models: Sequence[ScoredModel]) -> ScoredModel:
 
 def _find_recipe(snapshot: Path) -> tuple[str, str] | None:
     from mergegate.merging.config import extract_recipe_from_readme
+    from mergegate.safe_yaml import MAX_CARD_BYTES, MAX_YAML_BYTES
+
+    def head(path: Path, limit: int) -> str:  # a hostile repo's file is read only this far
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1).decode("utf-8", errors="replace")
 
     for name in hub.RECIPE_FILES:
         path = snapshot / name
         if path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace"), name
+            return head(path, MAX_YAML_BYTES), name  # over the limit: parse_recipe refuses it
     readme = snapshot / "README.md"
     if readme.is_file():
-        block = extract_recipe_from_readme(readme.read_text(encoding="utf-8", errors="replace"))
+        block = extract_recipe_from_readme(head(readme, MAX_CARD_BYTES))
         if block is not None:
             return block, "README.md"
     return None
@@ -199,14 +204,13 @@ def process_merge(target: hub.Target, repo: hub.PinnedRepo, ctx: _Context) -> Ba
             fields["over_refusal_increase"] = round(merge.over_refusal - best.over_refusal, 6)
 
     if ctx.rebuild:
-        import yaml
-
         from mergegate.gate.batch.records import Provenance
+        from mergegate.safe_yaml import load_yaml
 
         merge_dir = Path(report.scores[-1].model.local_path or snapshot)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:  # parse_recipe accepted it, so this does not happen
+            data = load_yaml(text)
+        except ConfigError:  # parse_recipe accepted it, so this does not happen
             data = None
         if isinstance(data, dict):
             fields["provenance"] = check_provenance(
