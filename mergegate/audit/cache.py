@@ -144,8 +144,11 @@ class AuditCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise InputError("the audit cache's directory is a file", source=str(self.path.parent),
-                             field="cache", hint="pass --cache with a directory or a .sqlite3 file") from None
+            blocker = next((p for p in (self.path.parent, *self.path.parent.parents) if p.is_file()),
+                           self.path.parent)
+            raise InputError("the audit cache would go in a directory, but this path is a file",
+                             source=str(blocker), field="cache",
+                             hint="pass --cache with a directory or a .sqlite3 file") from None
         self._local = threading.local()
         try:
             self._open_checked()
@@ -159,7 +162,7 @@ class AuditCache:
     def _open_checked(self) -> None:
         """Open the file, check its integrity and schema, and create the tables it lacks."""
         try:
-            conn = self._conn()
+            conn = self._conn(configure=False)
             tables = self._tables(conn)
             foreign = {t for t in tables if not t.startswith("sqlite_")} - set(_TABLES)
             if foreign and "meta" not in tables:
@@ -179,6 +182,7 @@ class AuditCache:
                     raise InputError(f"the audit cache has schema version {version[0]}; this mergegate reads "
                                      f"version {SCHEMA_VERSION}", source=str(self.path), field="cache",
                                      hint="pass --cache with a new path (a newer mergegate wrote this one)")
+            conn = self._conn()
             with conn:
                 conn.executescript(_SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -207,18 +211,23 @@ class AuditCache:
                 os.replace(companion, target.with_name(target.name + suffix))
         return target
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, *, configure: bool = True) -> sqlite3.Connection:
+        """This thread's connection; ``configure=False`` only while checking that the file is ours
+        (switching to WAL writes to the file, and a foreign database must stay untouched)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60.0)
             try:
                 conn.execute("PRAGMA busy_timeout = 60000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.DatabaseError:
                 conn.close()
                 raise
             self._local.conn = conn
+            self._local.configured = False
+        if configure and not getattr(self._local, "configured", False):
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.configured = True
         return conn
 
     def close(self) -> None:

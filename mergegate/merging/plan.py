@@ -95,10 +95,15 @@ class MergePlan:
 
 
 def _read_config(model: ResolvedModel) -> dict[str, Any]:
+    path = model.path / "config.json"
     try:
-        return json.loads((model.path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"cannot read config.json ({exc})", source=str(model.path)) from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
+        raise ModelFilesError(f"cannot read config.json ({type(exc).__name__}: {str(exc)[:200]})",
+                              source=str(path), hint="re-download the model") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError("config.json is not a JSON object", source=str(path), hint="re-download the model")
+    return data
 
 
 def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_pickle: bool) -> dict[ModelReference, InputModel]:

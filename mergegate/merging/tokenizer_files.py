@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergegate.errors import ConfigError
+from mergegate.errors import ConfigError, ModelFilesError
 from mergegate.merging.config import MergeConfig, ModelReference
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def read_chat_template(path: Path) -> str | None:
         if f.is_file():
             try:
                 value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # not JSON / not UTF-8 / not an object
                 continue
             if isinstance(value, str):
                 return value
@@ -116,6 +116,14 @@ def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
         (out / "chat_template.jinja").write_text(template, encoding="utf-8")
         cfg_path = out / "tokenizer_config.json"
         if cfg_path.is_file():
-            data = json.loads(cfg_path.read_text())
+            try:
+                data = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (ValueError, RecursionError) as exc:
+                raise ModelFilesError(f"cannot read tokenizer_config.json ({type(exc).__name__})",
+                                      source=str(tok_src / "tokenizer_config.json"),
+                                      hint="re-download the tokenizer source model") from None
+            if not isinstance(data, dict):
+                raise ModelFilesError("tokenizer_config.json is not a JSON object",
+                                      source=str(tok_src / "tokenizer_config.json"))
             data["chat_template"] = template
             cfg_path.write_text(json.dumps(data, indent=2) + "\n")

@@ -315,3 +315,13 @@ def test_corrupt_index_is_named(tmp_path: Path, family) -> None:  # noqa: ANN001
         with pytest.raises(ModelFilesError, match=message) as exc:
             ModelReader(model)
         assert exc.value.source == str(index)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "[1, 2]", "\udcff"])
+def test_corrupt_config_json_is_named(tmp_path: Path, family, text: str, capsys) -> None:  # noqa: ANN001
+    base, (expert, _) = family
+    broken = _copy(expert, tmp_path / "broken")
+    (broken / "config.json").write_text(text, errors="surrogateescape")
+    code = main(["merge", "--dry-run", str(_recipe(tmp_path, [base, broken]))])
+    err = capsys.readouterr().err
+    assert code == 2 and str(broken / "config.json") in err
