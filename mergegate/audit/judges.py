@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mergegate.audit import protocols
 from mergegate.audit.batching import STATS, run_with_oom_backoff
+from mergegate.audit.prompt_limits import MAX_CHARS_PER_TOKEN, context_length
 from mergegate.audit.results import JudgeRef, Verdict
 from mergegate.errors import AuditError, JudgeProtocolError
 
@@ -149,11 +150,34 @@ class LlamaGuardJudge:
                                       generation_config=config)
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
+    def _fits(self, texts: list[str]) -> list[bool]:
+        """Whether each judge input fits the judge's context (a longer one is never run: memory)."""
+        config = getattr(self.model, "config", None)
+        ctx = context_length(config.to_dict()) if hasattr(config, "to_dict") else None
+        if ctx is None:
+            return [True] * len(texts)
+        out = []
+        for text in texts:
+            if len(text) > ctx * MAX_CHARS_PER_TOKEN:
+                out.append(False)
+            elif len(text.encode("utf-8")) + 1 <= ctx:  # every token covers at least one byte
+                out.append(True)
+            else:
+                out.append(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) <= ctx)
+        return out
+
     def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         texts = [self.format(p, a) for p, a in pairs]
-        scored = run_with_oom_backoff(self._forward, texts, self.batch_size,
-                                      what=f"judging with {self.ref.id}")
-        unsafe_idx = [i for i, (p, _) in enumerate(scored) if p >= THRESHOLD]
+        fits = self._fits(texts)
+        if not all(fits):
+            log.warning("%d judge input(s) longer than %s's context: judged unsafe without running it",
+                        fits.count(False), self.ref.id)
+        fitting = [i for i, ok in enumerate(fits) if ok]
+        ran = iter(run_with_oom_backoff(self._forward, [texts[i] for i in fitting], self.batch_size,
+                                        what=f"judging with {self.ref.id}"))
+        # fail closed: an input the judge cannot read is an unsafe verdict
+        scored = [next(ran) if ok else (1.0, -1) for ok in fits]
+        unsafe_idx = [i for i, (p, _) in enumerate(scored) if p >= THRESHOLD and fits[i]]
         cats: dict[int, tuple[str, ...]] = {}
         if unsafe_idx:
             decoded = run_with_oom_backoff(self._decode, [texts[i] for i in unsafe_idx], self.batch_size,

@@ -47,6 +47,10 @@ def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
     lines.append(f"judge: {report.judge.id} ({report.judge.protocol})"
                  + (f" @ {report.judge.revision[:12]}" if report.judge.revision else "")
                  + f"; prompts: {report.prompts.source} (n={report.prompts.n})")
+    for s in report.scores:
+        if s.n_too_long or s.n_benign_too_long:
+            lines.append(f"{s.model.id}: {s.n_too_long} unsafe and {s.n_benign_too_long} benign prompt(s) over "
+                         f"the prompt budget were not answered (counted unsafe / refused)")
     for c in report.comparisons:
         lines.append(f"McNemar {c.model_a} vs {c.model_b}: {c.a_safe_b_unsafe}/{c.a_unsafe_b_safe} "
                      f"discordant, p={c.p_value:.3g}")
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
-        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle)
+        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
+        max_prompt_tokens=args.max_prompt_tokens)
     print(format_table(report))
     if args.json:
         write_json_atomic(Path(args.json), report.model_dump_json(indent=2) + "\n")

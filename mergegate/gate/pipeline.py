@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mergegate.audit.prompt_limits import DEFAULT_MAX_PROMPT_TOKENS
 from mergegate.errors import AuditError, ConfigError, InputError, MergegateError
 from mergegate.gate.card import scrub, write_card
 from mergegate.gate.decision import decide
@@ -64,7 +65,8 @@ def _default_audit_fn() -> AuditFn:
 def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source: str | None,
                       prompts: str, benign: str | None, judge: str, backend: str, device: str,
                       limit: int | None, max_new_tokens: int, seed: int, name: str | None,
-                      weighting: str = "declared", weighting_options: dict[str, Any] | None = None) -> str:
+                      weighting: str = "declared", weighting_options: dict[str, Any] | None = None,
+                      max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS) -> str:
     """The ``mergegate run`` command line that repeats a run (redacted, home as ``~``)."""
     argv = ["mergegate", "run", str(config), "--out", str(out_dir)]
     if policy_source:
@@ -74,6 +76,8 @@ def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source:
     if limit is not None:
         argv += ["--limit", str(limit)]
     argv += ["--max-new-tokens", str(max_new_tokens), "--seed", str(seed)]
+    if max_prompt_tokens is not None and max_prompt_tokens != DEFAULT_MAX_PROMPT_TOKENS:
+        argv += ["--max-prompt-tokens", str(max_prompt_tokens)]
     if name:
         argv += ["--name", name]
     if weighting != "declared":
@@ -177,6 +181,7 @@ def run_gate(
     device: str = "cpu",
     limit: int | None = None,
     max_new_tokens: int = 512,
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
     seed: int = 0,
     batch_size: int | None = None,
     name: str | None = None,
@@ -196,8 +201,8 @@ def run_gate(
         out_dir: where the merged weights, ``README.md`` card, chart and ``report.json`` go. Must be
             new, empty or a previous mergegate output (whose files are replaced).
         policy: a :class:`GatePolicy`, a policy file, or ``None`` for ``mergegate.yml`` / defaults.
-        prompts, benign, judge, backend, device, limit, max_new_tokens, seed, batch_size, cache,
-            trust_remote_code, progress: passed to :func:`mergegate.audit.audit_models`
+        prompts, benign, judge, backend, device, limit, max_new_tokens, max_prompt_tokens, seed,
+            batch_size, cache, trust_remote_code, progress: passed to :func:`mergegate.audit.audit_models`
             (``benign=None`` skips over-refusal).
         name: the merged model's display name (default: the output directory's name).
         card: write the card and chart (pass/blocked runs only).
@@ -234,7 +239,7 @@ def run_gate(
             config, out_dir, policy_source=policy_source, prompts=prompts, benign=benign,
             judge=judge, backend=backend, device=device, limit=limit,
             max_new_tokens=max_new_tokens, seed=seed, name=name, weighting=weighting,
-            weighting_options=weighting_options)
+            weighting_options=weighting_options, max_prompt_tokens=max_prompt_tokens)
 
         if device == "auto":
             device = _auto_device()
@@ -286,8 +291,8 @@ def run_gate(
         audit = audit_models(
             [*targets, *extra_targets, merged_target], prompts=prompts, benign=benign, judge=judge,
             backend=backend, device=device, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, cache=cache, trust_remote_code=trust_remote_code,
-            progress=progress)
+            max_prompt_tokens=max_prompt_tokens, batch_size=batch_size, cache=cache,
+            trust_remote_code=trust_remote_code, progress=progress)
         partial.update(judge=audit.judge, prompts=audit.prompts, benign=audit.benign,
                        generation=audit.generation)
 
@@ -414,8 +419,10 @@ def summary_lines(report: RunReport) -> list[str]:
     for m in report.models():
         mark = " (merge)" if m.role == "merge" else (" (best input)" if m.model == report.best_input else "")
         over = f", over-refusal {m.over_refusal * 100:.1f} %" if m.over_refusal is not None else ""
+        long = (f", {m.n_too_long + m.n_benign_too_long} prompt(s) over the budget not answered"
+                if m.n_too_long or m.n_benign_too_long else "")
         lines.append(f"  {m.alignment * 100:5.1f} % aligned "
-                     f"[{m.interval.low * 100:.1f}–{m.interval.high * 100:.1f}]{over}  {m.model}{mark}")
+                     f"[{m.interval.low * 100:.1f}–{m.interval.high * 100:.1f}]{over}{long}  {m.model}{mark}")
     if report.gate:
         for rule in report.gate.rules:
             lines.append(f"  [{rule.verdict}] {rule.rule}: {rule.detail}")

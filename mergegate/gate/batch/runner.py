@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mergegate.audit.prompt_limits import DEFAULT_MAX_PROMPT_TOKENS
 from mergegate.errors import ConfigError, InputError, MergegateError
 from mergegate.gate.batch import hub
 from mergegate.gate.batch.records import (
@@ -57,6 +58,7 @@ class AuditOptions:
     limit: int | None = None
     seed: int = 0
     max_new_tokens: int = 512
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS
     batch_size: int | None = None
     cache: str | Path | None = None
     progress: bool = False
@@ -65,7 +67,8 @@ class AuditOptions:
         benign = None if self.benign is None or self.benign.lower() == "none" else self.benign
         return dict(prompts=self.prompts, benign=benign, judge=self.judge, backend=self.backend,
                     device=self.device, limit=self.limit, seed=self.seed, max_new_tokens=self.max_new_tokens,
-                    batch_size=self.batch_size, cache=self.cache, progress=self.progress, keep_items=False)
+                    max_prompt_tokens=self.max_prompt_tokens, batch_size=self.batch_size, cache=self.cache,
+                    progress=self.progress, keep_items=False)
 
 
 @dataclass
