@@ -57,12 +57,6 @@ def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    from mergegate.atomic import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
 def run(args: argparse.Namespace) -> int:
     from mergegate.audit.api import audit_models
 
@@ -73,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
         progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
         max_prompt_tokens=args.max_prompt_tokens)
-    print(format_table(report))
-    if args.json:
-        write_json_atomic(Path(args.json), report.model_dump_json(indent=2) + "\n")
-        print(f"report written to {args.json}", file=sys.stderr)
+    from mergegate.redact import redact
+    from mergegate.safe_write import write_json
+
+    print(redact(format_table(report)))
+    if args.json:  # prompts, answers and paths included: every string redacted
+        write_json(Path(args.json), report)
+        print(redact(f"report written to {args.json}"), file=sys.stderr)
     return 0

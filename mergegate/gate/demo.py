@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mergegate.safe_write import write_yaml_text
 from mergegate.gate.policy import GatePolicy
 from mergegate.gate.report import RunReport
 
@@ -85,14 +86,13 @@ def run_demo(out_dir: str | Path = "mergegate-demo", *, fleet: str | Path | None
     recipes = out / "recipes"
     recipes.mkdir(exist_ok=True)
     policy_path = recipes / "mergegate.yml"
-    policy_path.write_text(
-        "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
-        + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False),
-        encoding="utf-8")
+    write_yaml_text(policy_path,
+                    "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
+                    + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False))
     runs = []
     for name, (template, expected) in DEMO_MERGES.items():
         recipe = recipes / f"{name}.yml"
-        recipe.write_text(render_recipe(template, fleet_dir), encoding="utf-8")
+        write_yaml_text(recipe, render_recipe(template, fleet_dir))
         echo(f"gating {recipe} (expected: {expected}) …")
         report = run_gate(
             recipe, out / name, policy=policy_path, prompts=str(fleet_dir / "prompts" / "unsafe.jsonl"),

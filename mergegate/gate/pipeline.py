@@ -25,6 +25,8 @@ from mergegate.gate.hashing import hash_directory
 from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_license, read_local_license
 from mergegate.gate.policy import GatePolicy, load_policy
 from mergegate.gate.recipe import ModelReference, Recipe, load_recipe
+from mergegate.redact import redact_yaml
+from mergegate.safe_write import write_yaml_text
 from mergegate.gate.report import (
     WeightingSide,
     WeightingSummary,
@@ -248,8 +250,8 @@ def run_gate(
         recipe = load_recipe(config)
         partial["merge"] = MergeInfo(
             method=recipe.method, base_model=scrub(recipe.base_model.raw) if recipe.base_model else None,
-            config_name=recipe.name, config_text=scrub(recipe.text), config_sha256=recipe.sha256,
-            models=[scrub(r.raw) for r in recipe.models])
+            config_name=recipe.name, config_text=scrub(redact_yaml(recipe.text)), config_sha256=recipe.sha256,
+            config_redacted=redact_yaml(recipe.text) != recipe.text, models=[scrub(r.raw) for r in recipe.models])
         targets = [_audit_target(ref, recipe) for ref in recipe.models]
 
         stage = "output"
@@ -272,14 +274,15 @@ def run_gate(
             declared_target = str(work / "declared-merge")
             merge(Path(config), Path(declared_target), device=device, seed=seed)
             partial["merge"] = partial["merge"].model_copy(update={
-                "config_text": scrub(optimized.recipe_yaml),
+                "config_text": scrub(redact_yaml(optimized.recipe_yaml)),
+                "config_redacted": redact_yaml(optimized.recipe_yaml) != optimized.recipe_yaml,
                 "config_sha256": hashlib.sha256(optimized.recipe_yaml.encode()).hexdigest()})
 
         stage = "merge"
         log.info("rebuilding %s into %s", scrub(recipe.name), scrub(str(out)))
         merge(build_config, out, device=device, seed=seed)
         if not (out / RECIPE_FILENAME).exists():
-            (out / RECIPE_FILENAME).write_text(build_config.read_text(encoding="utf-8"), encoding="utf-8")
+            write_yaml_text(out / RECIPE_FILENAME, build_config.read_text(encoding="utf-8"))
         if optimized is not None:  # the data the weights were chosen with travel with the model
             shutil.copytree(work / "weighting", out / "weighting")
 
@@ -364,7 +367,7 @@ def _weighting_summary(result: Any, declared_text: str, declared_alignment: floa
                        optimized_alignment: float) -> WeightingSummary:
     return WeightingSummary(
         strategy=result.strategy, alpha=result.alpha, evaluations=result.evaluations,
-        seconds=round(result.seconds, 2), declared_recipe=scrub(declared_text),
+        seconds=round(result.seconds, 2), declared_recipe=scrub(redact_yaml(declared_text)),
         declared=WeightingSide(weights=dict(result.declared), alignment=declared_alignment,
                                safety_loss=result.declared_losses.safety,
                                domain_loss=result.declared_losses.expert),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import shutil
@@ -21,6 +20,8 @@ from mergegate.merging.plan import MergePlan, build_plan, load_inputs
 from mergegate.merging.resolver import ResolvedModel, resolve_model
 from mergegate.merging.tensor_io import ShardedWriter, parse_size
 from mergegate.merging.tokenizer_files import copy_model_files
+from mergegate.redact import redact_yaml
+from mergegate.safe_write import write_json, write_yaml_text
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,19 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
             files = writer.finish({"mergegate_version": __version__})
         finally:
             writer.abort()
-        (tmp / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
+        write_json(tmp / "config.json", plan.out_config)
         copy_model_files(cfg, plan, tmp)
-        (tmp / "mergekit_config.yml").write_text(text if text.endswith("\n") else text + "\n")
+        # the recipe copy stays a valid recipe: a secret in it becomes "***" (redact_yaml)
+        copy = text if text.endswith("\n") else text + "\n"
+        write_yaml_text(tmp / "mergekit_config.yml", copy)
         provenance = [im.model.provenance() for im in plan.inputs.values()]
         record = {"mergegate_version": __version__, "merge_method": cfg.merge_method, "seed": seed,
                   "device": device, "config_source": str(plan.config_source), "inputs": provenance,
-                  "outputs": files, "config_sha256": _sha256_text(text)}
-        (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+                  "outputs": files,
+                  # of the recipe as declared; config_redacted says when the copy beside it differs
+                  "config_sha256": _sha256_text(text),
+                  "config_redacted": redact_yaml(copy) != copy}
+        write_json(tmp / PROVENANCE_FILE, record)
         replace_dir(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,6 +24,7 @@ import torch
 
 from mergegate.errors import ModelFilesError
 from mergegate.merging.resolver import pickle_weight_files
+from mergegate.safe_write import write_json
 from mergegate.weight_files import (  # noqa: F401 - re-exported: the engine's names for these
     MAX_HEADER,
     ST_DTYPES,
@@ -219,7 +220,7 @@ class ShardedWriter:
         self._close_current()
         weight_map = {t.name: self.filenames[i] for i, shard in enumerate(self.layout) for t in shard}
         index = {"metadata": {"total_size": self.total_size, **(metadata or {})}, "weight_map": weight_map}
-        (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_json(self.out_dir / "model.safetensors.index.json", index)
         return self.file_hashes
 
     def abort(self) -> None:

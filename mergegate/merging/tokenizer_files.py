@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergegate.errors import ConfigError, ModelFilesError
+from mergegate.safe_write import write_json, write_text
 from mergegate.merging.config import MergeConfig, ModelReference
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
         shutil.copyfile(gen, out / "generation_config.json")
     template = resolve_chat_template(config, plan)
     if template is not None:
-        (out / "chat_template.jinja").write_text(template, encoding="utf-8")
+        write_text(out / "chat_template.jinja", template)
         cfg_path = out / "tokenizer_config.json"
         if cfg_path.is_file():
             try:
@@ -126,4 +127,4 @@ def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
                 raise ModelFilesError("tokenizer_config.json is not a JSON object",
                                       source=str(tok_src / "tokenizer_config.json"))
             data["chat_template"] = template
-            cfg_path.write_text(json.dumps(data, indent=2) + "\n")
+            write_json(cfg_path, data)

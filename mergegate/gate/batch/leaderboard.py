@@ -124,14 +124,9 @@ def render_leaderboard(records: list[BatchRecord], *, title: str = "mergegate ba
 
 
 def write_leaderboard(path: str | Path, records: list[BatchRecord]) -> Path:
-    import os
+    from mergegate.safe_write import write_text
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_leaderboard(records), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(Path(path), render_leaderboard(records))  # redacted, atomic
 
 
 __all__ = ["render_leaderboard", "write_leaderboard"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mergegate.atomic import write_text_atomic
+from mergegate.safe_write import append_json_line, json_text, write_text
 from mergegate.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,7 @@ class BatchRecord(_Model):
 
 def append_record(path: Path, record: BatchRecord) -> None:
     """Append one record as a line and fsync it, so a kill never leaves half a record behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = record.model_dump_json(by_alias=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_json_line(path, record, by_alias=True)  # redacted
 
 
 def read_records(path: Path) -> list[BatchRecord]:
@@ -183,14 +179,11 @@ def write_csv(path: Path, records: list[BatchRecord]) -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)  # redacted, atomic
 
 
 def dump_jsonl(path: Path, records: list[BatchRecord]) -> None:
-    _write_atomic(path, "".join(r.model_dump_json(by_alias=True) + "\n" for r in records))
+    write_text_atomic(path, "".join(json_text(r, indent=None, by_alias=True) for r in records))
 
 
 __all__ = ["BatchRecord", "ScoredModel", "Provenance", "LintFlag", "append_record", "read_records", "latest",

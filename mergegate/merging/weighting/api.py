@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from mergegate.safe_write import write_json, write_yaml_text
 from mergegate.errors import ConfigError, InputError
 from mergegate.merging.config import MergeConfig, load_merge_config
 from mergegate.merging.weighting import data as wdata
@@ -330,8 +330,8 @@ def _optimize(merger: Any, *, plan: Any, declared: MergeConfig, genes: list[Gene
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yml").write_text(result.recipe_yaml, encoding="utf-8")
-        (out / "weighting.json").write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+        write_yaml_text(out / "recipe.yml", result.recipe_yaml)  # redacted, still a valid recipe
+        write_json(out / "weighting.json", result.model_dump(mode="json"))
     result._merger = merger
     return result
 

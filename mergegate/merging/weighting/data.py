@@ -461,11 +461,11 @@ def jsonl_has_answers(path: str | Path) -> bool:
 
 
 def save_jsonl(dataset: Dataset, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as fh:
-        for e in dataset.examples:
-            fh.write(json.dumps(e.model_dump(), ensure_ascii=False) + "\n")
+    from mergegate.atomic import write_text_atomic
+    from mergegate.safe_write import json_text
+
+    p = Path(path)  # prompts and answers: every string redacted
+    write_text_atomic(p, "".join(json_text(e.model_dump(), indent=None) for e in dataset.examples))
     dataset.summary = dataset.summary.model_copy(update={"file": str(p)})
     return p
 
