@@ -155,3 +155,17 @@ def test_run_report_counts_prompts_over_budget(toy_fleet: Path, tmp_path: Path) 
     assert report["merged"]["n_too_long"] == 1 and all(c["n_too_long"] == 1 for c in report["constituents"])
     assert report["generation"]["max_prompt_tokens"] == 512
     assert "--max-prompt-tokens 512" in report["command"]
+
+
+@pytest.mark.parametrize("command", ["audit", "run", "batch"])
+def test_every_audit_command_has_the_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--max-prompt-tokens" in capsys.readouterr().out
+
+
+def test_batch_passes_the_budget_to_the_audit() -> None:
+    from mergegate.gate.batch.runner import AuditOptions
+
+    assert AuditOptions().kwargs()["max_prompt_tokens"] == DEFAULT_MAX_PROMPT_TOKENS
+    assert AuditOptions(max_prompt_tokens=128).kwargs()["max_prompt_tokens"] == 128
