@@ -162,9 +162,9 @@ def test_log_lines_are_redacted() -> None:
     from mergegate.cli.main import RedactingFormatter
 
     record = logging.LogRecord("mergegate.audit", logging.WARNING, __file__, 1, "cache at %s for %s",
-                               ("/tmp/cache", HF_TOKEN), None)
+                               ("cache/audit.sqlite3", HF_TOKEN), None)
     line = RedactingFormatter("%(levelname)s %(name)s: %(message)s").format(record)
-    assert line == "WARNING mergegate.audit: cache at /tmp/cache for ***"
+    assert line == "WARNING mergegate.audit: cache at cache/audit.sqlite3 for ***"
 
 
 def test_batch_outputs_are_redacted(tmp_path: Path) -> None:
