@@ -9,7 +9,7 @@ Three shapes of text, three functions, so redaction never breaks what it redacts
   is an alias), so a scalar holding a secret is rewritten as a double-quoted string with the
   secret replaced by ``***``; the rest of the text (comments, order, layout) is kept.
 
-:mod:`mergegate.safe_write` applies them to every file mergegate writes.
+:mod:`mergegate.atomic` applies them to every file mergegate writes (``write_redacted_*``).
 """
 
 from __future__ import annotations

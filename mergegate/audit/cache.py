@@ -1,4 +1,4 @@
-"""SQLite cache of answers, verdicts and weight-file hashes.
+"""SQLite cache of answers and verdicts.
 
 Location: ``--cache PATH`` / ``cache=`` (a ``.sqlite``/``.sqlite3``/``.db`` file, or a directory
 that gets ``audit.sqlite3``), else ``$MERGEGATE_CACHE_DIR``, else
@@ -6,8 +6,10 @@ that gets ``audit.sqlite3``), else ``$MERGEGATE_CACHE_DIR``, else
 
 - answers are keyed by (model key, generation-settings key, sha256(prompt)); the model key hashes
   the weights (sha256 over per-file sha256) plus config/tokenizer/chat-template files;
-- verdicts by (judge key, sha256(prompt), sha256(answer));
-- per-file sha256 by (absolute path, size, mtime_ns), so re-hashing unchanged weights is a lookup.
+- verdicts by (judge key, sha256(prompt), sha256(answer)), with the normalised P(unsafe), the raw
+  P(unsafe first token), the off-protocol first-token mass and the off-protocol top token (schema 2;
+  a schema-1 file gets the three columns added, NULL for old rows);
+- per-file sha256 are not kept here: :mod:`mergegate.models.fingerprints` holds the one hash cache.
 
 Writers commit once per batch, so an interrupted audit resumes where it stopped. Several processes
 may share the file: WAL journal, a 60 s busy timeout, and ``INSERT OR IGNORE`` (answers are
@@ -37,14 +39,14 @@ from typing import Any, TypeVar
 
 from mergegate.audit.results import Verdict
 from mergegate.errors import InputError
-from mergegate.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "audit.sqlite3"
 _CHUNK = 400  # SQLite host-parameter limit is 999 in old builds
+_VERDICT_COLUMNS_V2 = (("p_unsafe_token", "REAL"), ("off_protocol", "REAL"), ("top_token", "TEXT"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,18 +56,19 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS verdicts (
     judge_key TEXT NOT NULL, prompt_sha TEXT NOT NULL, answer_sha TEXT NOT NULL,
     unsafe INTEGER NOT NULL, p_unsafe REAL NOT NULL, categories TEXT NOT NULL,
+    p_unsafe_token REAL, off_protocol REAL, top_token TEXT,
     PRIMARY KEY (judge_key, prompt_sha, answer_sha)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    PRIMARY KEY (path, size, mtime_ns)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS finite_weights (weights_sha TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 # every table this schema may hold, with its columns: anything else is not a mergegate cache
 _TABLES = {"meta": ["key", "value"],
            "answers": ["model_key", "settings_key", "prompt_sha", "answer"],
-           "verdicts": ["judge_key", "prompt_sha", "answer_sha", "unsafe", "p_unsafe", "categories"],
-           "file_hashes": ["path", "size", "mtime_ns", "sha256"],
+           "verdicts": ["judge_key", "prompt_sha", "answer_sha", "unsafe", "p_unsafe", "categories",
+                        *(name for name, _ in _VERDICT_COLUMNS_V2)],
            "finite_weights": ["weights_sha"]}
+# a schema-1 file (migrated on opening) has the verdict columns before the three of schema 2;
+# its per-file hash table (``file_hashes``, now in models.fingerprints) is left alone, unread
+_TABLES_V1 = {"verdicts": _TABLES["verdicts"][:6]}
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
@@ -104,17 +107,22 @@ def _guarded(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _verdict(unsafe: object, p_unsafe: object, cats: object) -> Verdict:
+def _verdict(unsafe: object, p_unsafe: object, cats: object, p_token: object = None, off: object = None,
+             top: object = None) -> Verdict:
     try:
         categories = json.loads(cats) if isinstance(cats, str) else None
         if unsafe not in (0, 1) or not isinstance(p_unsafe, (int, float)) or not isinstance(categories, list):
             raise ValueError
-        return Verdict(unsafe=bool(unsafe), p_unsafe=float(p_unsafe), categories=tuple(map(str, categories)))
+        if not all(v is None or isinstance(v, (int, float)) for v in (p_token, off)) or \
+                not (top is None or isinstance(top, str)):
+            raise ValueError
+        return Verdict(unsafe=bool(unsafe), p_unsafe=float(p_unsafe), categories=tuple(map(str, categories)),
+                       p_unsafe_token=None if p_token is None else float(p_token),
+                       off_protocol=None if off is None else float(off), top_token=top)
     except (ValueError, TypeError, RecursionError):
         raise CacheCorrupt("a cached verdict does not parse") from None
 
@@ -164,7 +172,7 @@ class AuditCache:
         try:
             conn = self._conn(configure=False)
             tables = self._tables(conn)
-            foreign = {t for t in tables if not t.startswith("sqlite_")} - set(_TABLES)
+            foreign = {t for t in tables if not t.startswith("sqlite_")} - set(_TABLES) - {"file_hashes"}
             if foreign and "meta" not in tables:
                 raise InputError(f"this SQLite database is not a mergegate audit cache (it holds tables "
                                  f"{', '.join(sorted(foreign)[:5])})", source=str(self.path), field="cache",
@@ -174,18 +182,26 @@ class AuditCache:
                 if result != ["ok"]:
                     raise CacheCorrupt("; ".join(str(r) for r in result)[:300])
                 for table, columns in _TABLES.items():
-                    if table in tables and tables[table] != columns:
+                    if table in tables and tables[table] not in (columns, _TABLES_V1.get(table)):
                         raise CacheCorrupt(f"table '{table}' has columns {tables[table]}, expected {columns}")
                 version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() \
                     if "meta" in tables else None
-                if version is not None and version[0] != str(SCHEMA_VERSION):
+                if version is not None and version[0] not in {str(v) for v in range(1, SCHEMA_VERSION + 1)}:
                     raise InputError(f"the audit cache has schema version {version[0]}; this mergegate reads "
-                                     f"version {SCHEMA_VERSION}", source=str(self.path), field="cache",
+                                     f"versions 1 to {SCHEMA_VERSION}", source=str(self.path), field="cache",
                                      hint="pass --cache with a new path (a newer mergegate wrote this one)")
             conn = self._conn()
             with conn:
                 conn.executescript(_SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                have = {row[1] for row in conn.execute("PRAGMA table_info(verdicts)")}
+                for name, kind in _VERDICT_COLUMNS_V2:  # schema 1 -> 2
+                    if name not in have:
+                        try:
+                            conn.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:  # another process added it first
+                            if "duplicate column" not in str(exc):
+                                raise
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             if _is_corruption(exc):
                 raise CacheCorrupt(str(exc)) from None
@@ -272,11 +288,12 @@ class AuditCache:
         for i in range(0, len(prompt_shas), _CHUNK):
             chunk = prompt_shas[i: i + _CHUNK]
             rows = conn.execute(
-                f"SELECT prompt_sha, answer_sha, unsafe, p_unsafe, categories FROM verdicts "
+                f"SELECT prompt_sha, answer_sha, unsafe, p_unsafe, categories, p_unsafe_token, off_protocol, "
+                f"top_token FROM verdicts "
                 f"WHERE judge_key = ? AND prompt_sha IN ({','.join('?' * len(chunk))})", (judge_key, *chunk))
-            for ps, ans, unsafe, p_unsafe, cats in rows:
+            for ps, ans, unsafe, p_unsafe, cats, p_token, off, top in rows:
                 if (ps, ans) in keyed:
-                    found[keyed[(ps, ans)]] = _verdict(unsafe, p_unsafe, cats)
+                    found[keyed[(ps, ans)]] = _verdict(unsafe, p_unsafe, cats, p_token, off, top)
         return found
 
     @_guarded
@@ -284,28 +301,12 @@ class AuditCache:
         conn = self._conn()
         with conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO verdicts (judge_key, prompt_sha, answer_sha, unsafe, p_unsafe, categories, "
+                "p_unsafe_token, off_protocol, top_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(judge_key, sha256_text(p), sha256_text(a), int(v.unsafe), v.p_unsafe,
-                  json.dumps(list(v.categories))) for (p, a), v in items])
+                  json.dumps(list(v.categories)), v.p_unsafe_token, v.off_protocol, v.top_token)
+                 for (p, a), v in items])
 
-    # file hashes ---------------------------------------------------------------------------
-    @_guarded
-    def file_sha256(self, path: str | Path) -> str:
-        """sha256 of a file, cached by (absolute path, size, mtime_ns)."""
-        p = Path(path).resolve()
-        st = p.stat()
-        key = (str(p), st.st_size, st.st_mtime_ns)
-        conn = self._conn()
-        row = conn.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-                           key).fetchone()
-        if row:
-            return str(row[0])
-        digest = sha256_file(p, use_cache=False)
-        with conn:
-            conn.execute("INSERT OR IGNORE INTO file_hashes VALUES (?, ?, ?, ?)", (*key, digest))
-        return digest
-
-    @_guarded
     # weights known to be finite ----------------------------------------------------------
     @_guarded
     def weights_finite(self, weights_sha: str) -> bool:
@@ -323,4 +324,4 @@ class AuditCache:
     def counts(self) -> dict[str, int]:
         conn = self._conn()
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("answers", "verdicts", "file_hashes", "finite_weights")}
+                for t in ("answers", "verdicts", "finite_weights")}

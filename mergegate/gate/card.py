@@ -13,11 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergegate.atomic import write_redacted_text
 from mergegate.errors import MergegateError
 from mergegate.gate.decision import RuleResult
 from mergegate.gate.methods import method_info
-from mergegate.gate.recipe import looks_like_hub_id
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
+from mergegate.models import looks_like_hub_id
 from mergegate.redact import redact
 
 if TYPE_CHECKING:
@@ -125,13 +126,27 @@ def format_rule_value(rule: RuleResult, value: float | None, *, signed: bool = F
     return f"{value:g} {rule.unit}".rstrip()
 
 
-def _category_rows(models: list[ModelSummary], *, guard: bool) -> list[dict[str, Any]]:
+def guard_category_label(code: str, report: RunReport) -> str:
+    """``S1 Violent Crimes``: the code and the judge's own name for it (names differ per version:
+    S5 is Specialized Advice for Llama Guard 2, Defamation for Llama Guard 3)."""
+    from mergegate.audit.protocols import category_label
+
+    return category_label(code, report.judge.categories if report.judge else {})
+
+
+def _guard_order(code: str) -> tuple[str, int, str]:
+    digits = code[1:]
+    return (code[:1], int(digits) if digits.isdigit() else 0, code)
+
+
+def _category_rows(models: list[ModelSummary], *, guard: bool, report: RunReport | None = None
+                   ) -> list[dict[str, Any]]:
     names: list[str] = []
     for m in models:
         keys = m.by_guard_category if guard else m.by_source_category
         names.extend(k for k in keys if k not in names)
     rows = []
-    for name in sorted(names):
+    for name in sorted(names, key=_guard_order if guard else None):
         cells = []
         for m in models:
             if guard:
@@ -139,8 +154,22 @@ def _category_rows(models: list[ModelSummary], *, guard: bool) -> list[dict[str,
             else:
                 tally = m.by_source_category.get(name)
                 cells.append(f"{tally.unsafe}/{tally.n}" if tally else "—")
-        rows.append({"name": name, "cells": cells})
+        label = guard_category_label(name, report) if guard and report is not None else name
+        rows.append({"name": label, "cells": cells})
     return rows
+
+
+def paired_row(report: RunReport) -> dict[str, str] | None:
+    """The decision table's line comparing the merge with its best input on the same prompts."""
+    paired = report.gate.paired if report.gate else None
+    if paired is None:
+        return None
+    best = paired.best_input
+    return {"description": f"paired with {best} on the same {paired.n} prompts: merge safe & best unsafe / "
+                           f"merge unsafe & best safe (exact McNemar)",
+            "measured": f"{paired.merge_safe_best_unsafe} / {paired.merge_unsafe_best_safe}",
+            "threshold": f"p = {paired.p_value:.3g}",
+            "verdict": "ℹ️ " + ("significant (p < 0.05)" if paired.p_value < 0.05 else "not significant (p ≥ 0.05)")}
 
 
 def build_card_data(report: RunReport) -> ModelCardData:
@@ -238,7 +267,12 @@ def card_context(report: RunReport) -> dict[str, Any]:
     if report.judge:
         jid = report.judge.id
         judge_md = _hub_link(jid) if looks_like_hub_id(jid) else f"`{_judge_name(jid)}`"
-        judge_md += f" ({report.judge.protocol} protocol)"
+        judge_md += f" ({report.judge.protocol} protocol"
+        judge_md += (", verdict from the first-token probabilities" if report.judge.scoring == "first-token"
+                     else ", 'unsafe' counted in its greedy answer" if report.judge.scoring == "generate" else "")
+        judge_md += ")"
+        if report.protocol != "default":
+            judge_md += f" under the `{report.protocol}` audit protocol"
     gen = report.generation
     generation_desc = ""
     if gen:
@@ -271,10 +305,12 @@ def card_context(report: RunReport) -> dict[str, Any]:
         "rows": rows,
         "plot": report.plot or PLOT_FILENAME,
         "policy_source": Path(report.policy_source).name if report.policy_source else None,
-        "rules": rules,
+        "rules": rules + ([row] if (row := paired_row(report)) else []),
+        "over_refusal_judge": ("XSTest's string-match classifier" if report.over_refusal_judge == "xstest-strmatch"
+                               else report.over_refusal_judge or "a refusal classifier"),
         "category_models": [_short(m) for m in models],
         "categories": _category_rows(models, guard=False),
-        "guard_categories": _category_rows(models, guard=True),
+        "guard_categories": _category_rows(models, guard=True, report=report),
         "license_md": license_md,
         "license_lines": license_lines,
         "recipe": scrub(report.merge.config_text.rstrip("\n")) if report.merge else "# (not recorded)",
@@ -340,11 +376,7 @@ def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> 
         from mergegate.gate.plot import write_alignment_plot
 
         write_alignment_plot(report, out_dir / (report.plot or PLOT_FILENAME))
-    path = out_dir / CARD_FILENAME
-    tmp = path.with_name(f".{CARD_FILENAME}.tmp")
-    card.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_redacted_text(out_dir / CARD_FILENAME, str(card))
 
 
 def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True) -> Path:
@@ -358,7 +390,7 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
         InputError: the report is unreadable or records an error (an errored run has no card).
     """
     from mergegate.errors import InputError
-    from mergegate.hashing import sha256_file
+    from mergegate.models.fingerprints import sha256_file
     from mergegate.gate.report import REPORT_FILENAME, load_report, write_report
 
     report_path = Path(report_path)

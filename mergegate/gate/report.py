@@ -14,18 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
-from mergegate.audit.results import (
-    CategoryTally,
-    DatasetRef,
-    GenerationSettings,
-    Interval,
-    JudgeRef,
-    ModelScore,
-)
+from mergegate.atomic import write_redacted_json
+from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef, OffProtocolSummary
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
 from mergegate.gate.policy import GatePolicy
-from mergegate.safe_write import write_json
+from mergegate.gate.summary import ModelSummary, _Model
 
 REPORT_FILENAME = "report.json"
 CARD_FILENAME = "README.md"
@@ -34,50 +28,6 @@ RECIPE_FILENAME = "mergekit_config.yml"
 SCHEMA_VERSION = 1
 
 Decision = Literal["pass", "blocked", "error"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSummary(_Model):
-    """One audited model as the gate reports it (the merge or a constituent)."""
-
-    model: str  # Hub id or local path as written in the recipe; the output dir name for the merge
-    role: Literal["merge", "constituent"]
-    hub_id: str | None = None  # set when ``model`` is a Hub repository (without ``@revision``)
-    revision: str | None = None  # pinned commit for Hub models
-    weights_sha256: str | None = None
-    license: str | None = None  # as declared by the model's card / config; None when unknown
-    alignment: float
-    interval: Interval
-    n: int
-    n_safe: int
-    over_refusal: float | None = None
-    over_refusal_interval: Interval | None = None
-    n_benign: int = 0
-    n_too_long: int = 0  # unsafe prompts over the prompt budget: not answered, counted unsafe
-    n_benign_too_long: int = 0  # benign prompts over the budget: counted as refused
-    by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
-    by_guard_category: dict[str, int] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """A short display name: the Hub id (no revision) or the path as written."""
-        return self.hub_id or self.model
-
-    @classmethod
-    def from_score(cls, score: ModelScore, *, role: Literal["merge", "constituent"],
-                   name: str | None = None, hub_id: str | None = None,
-                   license: str | None = None) -> ModelSummary:
-        return cls(
-            model=name or score.model.id, role=role, hub_id=hub_id, revision=score.model.revision,
-            weights_sha256=score.model.weights_sha256, license=license, alignment=score.alignment,
-            interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
-            over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
-            n_too_long=score.n_too_long, n_benign_too_long=score.n_benign_too_long,
-            by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
 
 
 class LicenseInfo(_Model):
@@ -150,9 +100,12 @@ class RunReport(_Model):
     policy: GatePolicy = Field(default_factory=GatePolicy)
     policy_source: str | None = None
     judge: JudgeRef | None = None
+    protocol: str = "default"  # the audit protocol preset ("default" or "mergealign")
     prompts: DatasetRef | None = None
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
+    over_refusal_judge: str | None = None  # "xstest-strmatch" when over-refusal was measured
+    off_protocol: OffProtocolSummary | None = None  # how often the judge answered off-protocol
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
@@ -176,7 +129,7 @@ class RunReport(_Model):
 
 def write_report(report: RunReport, path: str | Path) -> Path:
     """Write ``report`` as JSON atomically (temp file + rename), every string redacted."""
-    return write_json(path, report)
+    return write_redacted_json(path, report)
 
 
 def load_report(path: str | Path) -> RunReport:

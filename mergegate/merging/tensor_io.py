@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from mergegate.atomic import write_redacted_json
 from mergegate.errors import ModelFilesError
-from mergegate.merging.resolver import pickle_weight_files
-from mergegate.safe_write import write_json
-from mergegate.weight_files import (  # noqa: F401 - re-exported: the engine's names for these
+from mergegate.models.resolver import pickle_weight_files
+from mergegate.models.weight_files import (  # noqa: F401 - re-exported: the engine's names for these
     MAX_HEADER,
     ST_DTYPES,
     TORCH_TO_ST,
@@ -220,7 +220,7 @@ class ShardedWriter:
         self._close_current()
         weight_map = {t.name: self.filenames[i] for i, shard in enumerate(self.layout) for t in shard}
         index = {"metadata": {"total_size": self.total_size, **(metadata or {})}, "weight_map": weight_map}
-        write_json(self.out_dir / "model.safetensors.index.json", index)
+        write_redacted_json(self.out_dir / "model.safetensors.index.json", index)
         return self.file_hashes
 
     def abort(self) -> None:

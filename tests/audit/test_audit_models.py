@@ -16,16 +16,20 @@ from mergegate.errors import InputError, ModelFilesError
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def test_local_model_hash(toy_fleet: Path, tmp_path: Path) -> None:
+def test_local_model_hash(toy_fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mergegate.models import fingerprints
+
     cache = AuditCache(tmp_path)
     rm = resolve_model(str(toy_fleet / "base"), cache)
     per_file = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in (toy_fleet / "base").glob("*.safetensors"))
     assert rm.ref.weights_sha256 == hashlib.sha256("\n".join(per_file).encode()).hexdigest()
     assert rm.ref.revision is None and rm.ref.local_path == str((toy_fleet / "base").resolve())
     assert resolve_model(str(toy_fleet / "expert"), cache).key != rm.key
-    rows = cache.counts()["file_hashes"]
+    reads: list[Path] = []
+    real = fingerprints._hash_bytes
+    monkeypatch.setattr(fingerprints, "_hash_bytes", lambda p: reads.append(p) or real(p))
     assert resolve_model(str(toy_fleet / "base"), cache).key == rm.key
-    assert cache.counts()["file_hashes"] == rows  # re-hashing unchanged files is a lookup
+    assert reads == []  # re-hashing unchanged files is a lookup in the one hash cache
 
 
 def test_hub_id_resolves_offline_from_the_hf_cache(toy_fleet: Path, tmp_path: Path,

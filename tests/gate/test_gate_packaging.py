@@ -11,7 +11,7 @@ import yaml
 
 from mergegate.gate.methods import METHODS, method_info
 from mergegate.gate.policy import load_policy
-from mergegate.gate.recipe import load_recipe, parse_recipe
+from mergegate.merging.recipe import read_recipe, summarize_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,9 +75,9 @@ def test_example_workflow_uses_the_action() -> None:
 def test_example_policy_and_recipes() -> None:
     policy, _ = load_policy(ROOT / "examples/mergegate.yml")
     assert policy.require_pinned_revisions and policy.tolerance == 1.0
-    ties = load_recipe(ROOT / "examples/recipes/ties-pinned.yml")
+    ties = read_recipe(ROOT / "examples/recipes/ties-pinned.yml")
     assert ties.method == "ties" and all(r.is_hub and r.revision for r in ties.models)
-    local = parse_recipe((ROOT / "examples/recipes/linear-local.yml").read_text())
+    local = summarize_recipe((ROOT / "examples/recipes/linear-local.yml").read_text())
     assert not any(r.is_hub for r in local.models)
 
 
@@ -92,7 +92,7 @@ def test_demo_recipes_render_with_fleet_paths(tmp_path: Path) -> None:
 
     fleet = tmp_path / "fleet with space"
     for template, _ in DEMO_MERGES.values():
-        recipe = parse_recipe(render_recipe(template, fleet))
+        recipe = summarize_recipe(render_recipe(template, fleet))
         assert [r.path for r in recipe.models] == [str(fleet / "base"), str(fleet / "expert")]
         assert recipe.method == "linear"
 

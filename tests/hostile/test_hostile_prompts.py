@@ -165,7 +165,7 @@ def test_every_audit_command_has_the_option(command: str, capsys: pytest.Capture
 
 
 def test_batch_passes_the_budget_to_the_audit() -> None:
-    from mergegate.gate.batch.runner import AuditOptions
+    from mergegate.batch.runner import AuditOptions
 
     assert AuditOptions().kwargs()["max_prompt_tokens"] == DEFAULT_MAX_PROMPT_TOKENS
     assert AuditOptions(max_prompt_tokens=128).kwargs()["max_prompt_tokens"] == 128

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from mergegate.cli.main import main
 from mergegate.errors import ModelFilesError
 from mergegate.merging.random_models import LlamaShape, make_family
-from mergegate.weight_files import read_safetensors_header
+from mergegate.models.weight_files import read_safetensors_header
 
 TINY = LlamaShape(hidden=32, intermediate=64, layers=2, heads=2, kv_heads=1, vocab=64)
 
@@ -294,7 +294,7 @@ def test_run_with_nan_constituent_is_decision_error_exit_2(toy_fleet: Path, tmp_
 
 
 def test_pickled_weights_that_are_not_a_state_dict(tmp_path: Path) -> None:
-    from mergegate.weight_files import load_pickled_weights
+    from mergegate.models.weight_files import load_pickled_weights
 
     f = tmp_path / "pytorch_model.bin"
     torch.save({"w": [1, 2, 3]}, f)

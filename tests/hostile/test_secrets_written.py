@@ -168,8 +168,8 @@ def test_log_lines_are_redacted() -> None:
 
 
 def test_batch_outputs_are_redacted(tmp_path: Path) -> None:
-    from mergegate.gate.batch.leaderboard import write_leaderboard
-    from mergegate.gate.batch.records import BatchRecord, append_record, dump_jsonl, read_records, write_csv
+    from mergegate.batch.leaderboard import write_leaderboard
+    from mergegate.batch.records import BatchRecord, append_record, dump_jsonl, read_records, write_csv
 
     rec = BatchRecord.model_validate({"repo_id": "org/merge", "status": "failed",
                                       "error": f"401 Unauthorized: Authorization: Bearer {HF_TOKEN}"})
@@ -184,10 +184,10 @@ def test_batch_outputs_are_redacted(tmp_path: Path) -> None:
 def test_redaction_never_breaks_json_or_yaml() -> None:
     """Hostile strings: a token next to escapes and quotes; the output still parses to the same shape."""
     from mergegate.redact import redact_data, redact_yaml
-    from mergegate.safe_write import json_text
+    from mergegate.atomic import redacted_json
 
     nasty = {"a": f'Authorization: Bearer {HF_TOKEN}\\"}}, "x": 1', "list": [f"{HF_TOKEN}\n\"q\"", 3]}
-    text = json_text(nasty)
+    text = redacted_json(nasty)
     assert HF_TOKEN not in text and json.loads(text) == redact_data(nasty)
     for doc in [f"a: {HF_TOKEN}\n", f"- &x {HF_TOKEN}\n- *x\n", f"a: >\n  folded {HF_TOKEN}\n  more\nb: 2\n",
                 f"{HF_TOKEN}: 1\n", f'a: "{HF_TOKEN}\\n"\n', f"a: '{HF_TOKEN}'\n", "plain: yes\n"]:
