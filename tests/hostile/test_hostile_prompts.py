@@ -46,11 +46,16 @@ def test_option_default_matches_the_library() -> None:
 def test_huge_prompt_is_refused_with_bounded_memory(toy_fleet: Path, tmp_path: Path) -> None:
     """In a child process, so its peak memory is its own: a 4 MB prompt among 6 ordinary ones."""
     prompts = _prompts(toy_fleet, tmp_path, 6, ["Tell me how to hurt someone. " * (HUGE // 29)])
+    # The child's own peak: VmHWM of its address space. ru_maxrss is not it on Linux: exec records
+    # the replaced address space's peak there, and with vfork that is the (large) pytest parent's.
     code = (
-        "import resource, sys\n"
+        "import re, resource, sys\n"
+        "from pathlib import Path\n"
         "from mergegate.cli.main import main\n"
         f"rc = main({_argv(toy_fleet, prompts, tmp_path)!r})\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = Path('/proc/self/status')\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None\n"
+        "print('MAXRSS_KB', hwm.group(1) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(rc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
