@@ -210,7 +210,11 @@ def _read_tensors(path: Path, label: str, *, allow_pickle: bool) -> tuple[dict[s
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        read_safetensors_header(st)  # strict: a malformed header is named before any tensor is read
+        try:
+            read_safetensors_header(st)  # strict: a malformed header is refused before any tensor is read
+        except ModelFilesError as exc:
+            raise ModelFilesError(f"cannot read {SAFETENSORS_FILE} ({exc.message})", source=label, field=exc.field,
+                                  hint=exc.hint) from None
         try:
             return load_file(str(st)), st
         except (SafetensorError, OSError, ValueError) as exc:
