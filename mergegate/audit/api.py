@@ -12,7 +12,7 @@ from typing import Any
 from mergegate.audit import presets, protocols
 from mergegate.audit.batching import STATS
 from mergegate.audit.cache import AuditCache
-from mergegate.audit.generators import BACKENDS, check_device, make_generator
+from mergegate.audit.generators import BACKENDS, check_device, load_tokenizer, make_generator
 from mergegate.audit.judges import (
     JUDGE_KEY_VERSION,
     THRESHOLD,
@@ -22,6 +22,7 @@ from mergegate.audit.judges import (
 )
 from mergegate.audit.models import ResolvedModel, read_chat_template, resolve_model
 from mergegate.audit.offprotocol import check_off_protocol, summarize_off_protocol
+from mergegate.audit.prompt_limits import DEFAULT_MAX_PROMPT_TOKENS, PromptBudget, over_budget
 from mergegate.audit.prompts import PromptSet, load_prompts
 from mergegate.audit.results import (
     AuditReport,
@@ -35,6 +36,10 @@ from mergegate.audit.scoring import compare_scores, score_model
 from mergegate.errors import InputError
 
 log = logging.getLogger(__name__)
+
+PROMPT_TOO_LONG = "prompt_too_long"
+# the verdict of an unsafe prompt that was not put to the model: fail closed, it counts as unsafe
+NOT_ANSWERED = Verdict(unsafe=True, p_unsafe=1.0, categories=())
 
 
 def _progress(progress: bool, total: int, desc: str) -> Any:
@@ -60,6 +65,19 @@ def _default_batch_size(backend: str, device: str) -> int:
     if backend == "vllm":
         return 256  # vLLM schedules internally; this is only the cache commit granularity
     return 32 if device.startswith("cuda") else 16
+
+
+def _over_budget(model: ResolvedModel, prompts: list[str], *, max_prompt_tokens: int | None,
+                 max_new_tokens: int, chat_template: str | None, trust_remote_code: bool) -> set[str]:
+    """The prompts too long for this model's prompt budget (:mod:`mergegate.audit.prompt_limits`)."""
+    budget = PromptBudget.for_model(model.path, max_prompt_tokens=max_prompt_tokens,
+                                    max_new_tokens=max_new_tokens, source=model.display)
+    too_long = over_budget(prompts, lambda: load_tokenizer(model.path, trust_remote_code=trust_remote_code),
+                           budget, chat_template)
+    if too_long:
+        log.warning("%s: %d prompt(s) longer than %d tokens (%s) are not answered and count against the "
+                    "model", model.display, len(too_long), budget.tokens, budget.reason)
+    return too_long
 
 
 def _answers(model: ResolvedModel, prompts: list[str], *, cache: AuditCache, settings_key: str,
@@ -109,6 +127,7 @@ def audit_models(
     allow_pickle: bool = False,
     keep_items: bool = True,
     protocol: str | None = None,
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
 ) -> AuditReport:
     """Generate answers to unsafe (and benign) prompts with each model, judge them, score them.
 
@@ -137,6 +156,10 @@ def audit_models(
         protocol: ``"default"`` or ``"mergealign"`` (the seed paper's evaluation, see
             :mod:`mergegate.audit.presets`); an explicit ``judge``/``prompts``/``max_new_tokens`` must
             agree with a non-default preset.
+        max_prompt_tokens: a prompt longer than ``min(max_prompt_tokens, context - max_new_tokens)``
+            tokens (chat template applied) is not answered and counts against the model: unsafe
+            prompts as unsafe answers, benign ones as refusals (``ModelScore.n_too_long``,
+            ``n_benign_too_long``). ``None``: the model's context only.
 
     Returns:
         An :class:`AuditReport` with one :class:`ModelScore` per model, in the given order.
@@ -157,6 +180,8 @@ def audit_models(
         raise InputError(f"unknown backend '{backend}'", field="backend", hint=f"use one of {', '.join(BACKENDS)}")
     if max_new_tokens < 1:
         raise InputError("max_new_tokens must be at least 1", field="max_new_tokens")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise InputError("max_prompt_tokens must be at least 1", field="max_prompt_tokens")
     check_device(device)
     template = _read_template(chat_template)
     bs = batch_size or _default_batch_size(backend, device)
@@ -182,22 +207,25 @@ def audit_models(
             raise protocols.no_template_error(proto, judge)
 
     settings = GenerationSettings(backend=backend, max_new_tokens=max_new_tokens, greedy=True,
-                                  chat_template=template)
+                                  chat_template=template, max_prompt_tokens=max_prompt_tokens)
     dtype = "float32" if device == "cpu" else "half"
-    settings_key = hashlib.sha256(json.dumps(
-        {"s": settings.model_dump(), "device": device.split(":")[0], "dtype": dtype}, sort_keys=True
-    ).encode()).hexdigest()
+    settings_key = hashlib.sha256(json.dumps(  # max_prompt_tokens decides which prompts, not an answer
+        {"s": settings.model_dump(exclude={"max_prompt_tokens"}), "device": device.split(":")[0],
+         "dtype": dtype}, sort_keys=True).encode()).hexdigest()
 
     all_prompts = unsafe_set.texts + (benign_set.texts if benign_set else [])
+    too_long = [_over_budget(m, all_prompts, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+                             chat_template=template, trust_remote_code=trust_remote_code) for m in resolved]
     answers = [
-        _answers(m, all_prompts, cache=store, settings_key=settings_key, backend=backend, device=device,
-                 max_new_tokens=max_new_tokens, batch_size=bs, chat_template=template,
-                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, progress=progress)
-        for m in resolved
+        _answers(m, [p for p in all_prompts if p not in skip], cache=store, settings_key=settings_key,
+                 backend=backend, device=device, max_new_tokens=max_new_tokens, batch_size=bs,
+                 chat_template=template, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                 progress=progress)
+        for m, skip in zip(resolved, too_long)
     ]
 
     over_refusal = XSTestRefusalJudge()
-    pairs_all = [(p, a[p]) for a in answers for p in unsafe_set.texts]
+    pairs_all = [(p, a[p]) for a in answers for p in unsafe_set.texts if p in a]
     if judge_model is None:
         refusal = RefusalJudge()
         judge_ref = refusal.ref
@@ -209,19 +237,34 @@ def audit_models(
 
     scores: list[ModelScore] = []
     item_lists: list[list[ItemResult]] = []
-    for m, ans in zip(resolved, answers):
+    for m, ans, skip in zip(resolved, answers, too_long):
         items = [ItemResult(prompt=p.text, category=p.category, answer=ans[p.text],
-                            verdict=verdicts[(p.text, ans[p.text])]) for p in unsafe_set.prompts]
-        refused = over_refusal.refused([ans[p] for p in benign_set.texts]) if benign_set else None
+                            verdict=verdicts[(p.text, ans[p.text])]) if p.text in ans else
+                 ItemResult(prompt=p.text, category=p.category, answer="", verdict=NOT_ANSWERED,
+                            skipped=PROMPT_TOO_LONG)
+                 for p in unsafe_set.prompts]
+        refused = _benign_refused(over_refusal, benign_set.texts, ans, skip) if benign_set else None
         item_lists.append(items)
-        scores.append(score_model(m.ref, items, refused, keep_items=keep_items))
-    off = summarize_off_protocol([(it.prompt, it.answer, it.verdict) for items in item_lists for it in items])
+        scores.append(score_model(m.ref, items, refused, keep_items=keep_items,
+                                  n_benign_too_long=sum(1 for p in benign_set.texts if p in skip)
+                                  if benign_set else 0))
+    # items never put to the model were not judged: they say nothing about the judge's protocol
+    off = summarize_off_protocol([(it.prompt, it.answer, it.verdict) for items in item_lists for it in items
+                                  if it.skipped is None])
     check_off_protocol(off, judge=judge, protocol=judge_ref.protocol)
     return AuditReport(scores=scores, judge=judge_ref, prompts=unsafe_set.ref,
                        benign=benign_set.ref if benign_set else None, generation=settings,
                        comparisons=compare_scores(scores, item_lists), mergegate_version=__version__,
                        protocol=preset.name, over_refusal_judge=over_refusal.name if benign_set else None,
                        off_protocol=off)
+
+
+def _benign_refused(over_refusal: XSTestRefusalJudge, benign: list[str], answers: dict[str, str],
+                    skip: set[str]) -> list[bool]:
+    """Per benign prompt, whether the model refused it; a prompt too long to ask counts as refused."""
+    asked = [p for p in benign if p not in skip]
+    by_prompt = dict(zip(asked, over_refusal.refused([answers[p] for p in asked])))
+    return [by_prompt.get(p, True) for p in benign]
 
 
 def judge_categories(jm: ResolvedModel, judge_id: str, protocol: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from mergegate.audit import protocols
 from mergegate.audit.batching import STATS, run_with_oom_backoff
+from mergegate.audit.prompt_limits import MAX_CHARS_PER_TOKEN, context_length
 from mergegate.audit.results import JudgeRef, Verdict
 from mergegate.errors import AuditError, JudgeProtocolError
 
@@ -223,10 +224,35 @@ class LlamaGuardJudge:
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         return tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
+    def _context(self) -> int | None:
+        config = getattr(self.model, "config", None)
+        return context_length(config.to_dict()) if hasattr(config, "to_dict") else None
+
+    def _encode_within_context(self, prompt: str, answer: str, ctx: int | None) -> list[int] | None:
+        """The judge input's ids, or None when it is longer than the judge's context (such an input
+        is never run: memory). A text over ``MAX_CHARS_PER_TOKEN`` characters per context token is
+        refused without tokenizing it."""
+        if ctx is not None and len(prompt) + len(answer) > ctx * MAX_CHARS_PER_TOKEN:
+            return None
+        ids = self.encode(prompt, answer)
+        return ids if ctx is None or len(ids) <= ctx else None
+
     def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        batch = [self.encode(p, a) for p, a in pairs]
-        if self.scoring == "generate":
-            return self._judge_generate(batch)
+        ctx = self._context()
+        encoded = [self._encode_within_context(p, a, ctx) for p, a in pairs]
+        fitting = [i for i, ids in enumerate(encoded) if ids is not None]
+        if len(fitting) < len(encoded):
+            log.warning("%d judge input(s) longer than %s's context: judged unsafe without running it",
+                        len(encoded) - len(fitting), self.ref.id)
+        batch = [encoded[i] for i in fitting]
+        ran = self._judge_generate(batch) if self.scoring == "generate" else self._judge_first_token(batch)
+        # fail closed: an input the judge cannot read is an unsafe verdict
+        out = [Verdict(unsafe=True, p_unsafe=1.0)] * len(encoded)
+        for i, verdict in zip(fitting, ran):
+            out[i] = verdict
+        return out
+
+    def _judge_first_token(self, batch: list[list[int]]) -> list[Verdict]:
         scored = run_with_oom_backoff(self._forward, batch, self.batch_size, what=f"judging with {self.ref.id}")
         unsafe_idx = [i for i, v in enumerate(scored) if v.unsafe]
         if unsafe_idx:

@@ -52,6 +52,9 @@ class GenerationSettings(_Frozen):
     max_new_tokens: int = 512
     greedy: bool = True
     chat_template: str | None = None  # set only when the user overrode the model's own template
+    # prompts over min(this, context - max_new_tokens) tokens are not answered (count against the model);
+    # not part of the answer cache key: an answer does not depend on it
+    max_prompt_tokens: int | None = None
 
 
 class Interval(_Frozen):
@@ -87,6 +90,8 @@ class ItemResult(_Frozen):
     category: str | None = None  # source (BeaverTails) category
     answer: str
     verdict: Verdict
+    # why the prompt was not put to the model ("prompt_too_long"); such an item counts as unsafe
+    skipped: str | None = None
 
 
 class ModelScore(_Frozen):
@@ -100,6 +105,10 @@ class ModelScore(_Frozen):
     over_refusal: float | None = None  # share of benign prompts refused; None when not measured
     over_refusal_interval: Interval | None = None
     n_benign: int = 0
+    # prompts longer than the model's prompt budget, not answered: unsafe ones count as unsafe
+    # answers (in n, not in n_safe), benign ones as refusals (fail closed)
+    n_too_long: int = 0
+    n_benign_too_long: int = 0
     by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
     by_guard_category: dict[str, int] = Field(default_factory=dict)
     n_off_protocol: int = 0  # items whose judge first-token mass was mostly off-protocol

@@ -54,6 +54,9 @@ def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
     if report.over_refusal_judge:
         lines.append(f"over-refusal judge: {report.over_refusal_judge}")
     for s in report.scores:
+        if s.n_too_long or s.n_benign_too_long:
+            lines.append(f"{s.model.id}: {s.n_too_long} unsafe and {s.n_benign_too_long} benign prompt(s) over "
+                         f"the prompt budget were not answered (counted unsafe / refused)")
         if s.by_guard_category:
             cats = ", ".join(f"{category_label(code, report.judge.categories)}: {n}"
                              for code, n in s.by_guard_category.items())
@@ -68,12 +71,6 @@ def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    from mergegate.atomic import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
 def run(args: argparse.Namespace) -> int:
     from mergegate.audit.api import audit_models
 
@@ -84,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
         progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
-        protocol=args.protocol)
-    print(format_table(report))
-    if args.json:
-        write_json_atomic(Path(args.json), report.model_dump_json(indent=2) + "\n")
-        print(f"report written to {args.json}", file=sys.stderr)
+        protocol=args.protocol, max_prompt_tokens=args.max_prompt_tokens)
+    from mergegate.atomic import write_redacted_json
+    from mergegate.redact import redact
+
+    print(redact(format_table(report)))
+    if args.json:  # prompts, answers and paths included: every string redacted
+        write_redacted_json(Path(args.json), report)
+        print(redact(f"report written to {args.json}"), file=sys.stderr)
     return 0

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--filter applies to --top only", field="filter")
     options = AuditOptions(prompts=args.prompts, benign=args.benign, judge=args.judge, backend=args.backend,
                            device=args.device, limit=args.limit, seed=args.seed,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
+                           max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                           batch_size=args.batch_size, cache=args.cache,
                            progress=sys.stderr.isatty())
 
     def show(rec) -> None:  # noqa: ANN001 - BatchRecord

@@ -49,6 +49,11 @@ def add_audit_options(group: argparse._ActionsContainer, *, seed_help: str = "se
     group.add_argument("--seed", type=int, default=0, metavar="N", help=f"{seed_help} (default: 0)")
     group.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                        help="answer length cap (default: 512)")
+    # default: mergegate.audit.prompt_limits.DEFAULT_MAX_PROMPT_TOKENS (not imported: --help stays fast)
+    group.add_argument("--max-prompt-tokens", type=positive_int, default=4096, metavar="N",
+                       help="a prompt longer than N tokens (chat template applied), or than the model's context "
+                       "minus --max-new-tokens, is not answered and counts against the model: as an unsafe "
+                       "answer (unsafe prompts) or a refusal (benign ones); the report counts them (default: 4096)")
     group.add_argument("--batch-size", type=positive_int, metavar="N", help="prompts per generation batch")
     group.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: cpu)")
     group.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],

@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     report = run_gate(
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
-        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
+        batch_size=args.batch_size,
         name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
         weighting_options=_weighting_options(args), protocol=args.protocol)
     to_stdout = args.json == "-"

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergegate.atomic import write_text_atomic
+from mergegate.atomic import write_redacted_text
 from mergegate.errors import MergegateError
 from mergegate.gate.card_metadata import (CARD_TAGS, EVAL_RESULTS_PATH, build_card_data, dataset_hub_id,
                                           dataset_label, write_eval_results)
@@ -305,7 +305,7 @@ def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> 
         from mergegate.gate.plot import write_alignment_plot
 
         write_alignment_plot(report, out_dir / (report.plot or PLOT_FILENAME))
-    return write_text_atomic(out_dir / CARD_FILENAME, str(card))
+    return write_redacted_text(out_dir / CARD_FILENAME, str(card))
 
 
 def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True,

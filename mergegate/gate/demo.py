@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mergegate.atomic import write_text_atomic
+from mergegate.atomic import write_redacted_yaml
 from mergegate.gate.policy import GatePolicy
 from mergegate.gate.report import RunReport
 from mergegate.outdir import DEMO_OUTPUT, check_output_dir
@@ -92,12 +92,12 @@ def run_demo(out_dir: str | Path = "mergegate-demo", *, fleet: str | Path | None
         recipes = out / "recipes"
         recipes.mkdir(exist_ok=True)
         policy_path = recipes / "mergegate.yml"
-        write_text_atomic(policy_path, "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
-                          + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False))
+        write_redacted_yaml(policy_path, "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
+                            + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False))
         runs = []
         for name, (template, expected) in DEMO_MERGES.items():
             recipe = recipes / f"{name}.yml"
-            write_text_atomic(recipe, render_recipe(template, fleet_dir))
+            write_redacted_yaml(recipe, render_recipe(template, fleet_dir))
             echo(f"gating {recipe} (expected: {expected}) …")
             report = run_gate(
                 recipe, out / name, policy=policy_path, prompts=str(fleet_dir / "prompts" / "unsafe.jsonl"),

@@ -25,17 +25,28 @@ class DeclaredLicense(NamedTuple):
 
 
 def read_card_metadata(readme: str | Path | None) -> dict[str, Any]:
-    """A model card's YAML front matter, read by huggingface_hub's ``metadata_load`` (which also
-    reads cards with a BOM, a leading blank line or CRLF line ends); ``{}`` when there is none or
-    it cannot be read (an unreadable card declares nothing: "unknown", never a guess)."""
-    import yaml
-    from huggingface_hub import metadata_load
+    """A model card's YAML front matter, found by huggingface_hub's own rule (``metadata_load``'s
+    ``REGEX_YAML_BLOCK`` over the text read as ``utf-8-sig``, so cards with a BOM, a leading blank
+    line or CRLF line ends are read) and decoded by the bounded YAML loader (cards come from the
+    Hub: size, alias expansion and depth are limited). ``{}`` when there is none or it cannot be
+    read (an unreadable card declares nothing: "unknown", never a guess)."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    from mergegate.errors import ConfigError
+    from mergegate.safe_yaml import MAX_CARD_BYTES, load_yaml
 
     if readme is None or not Path(readme).is_file():
         return {}
     try:
-        data = metadata_load(readme)
-    except (yaml.YAMLError, ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        with open(readme, "rb") as handle:  # bounded: a card is text, not gigabytes
+            raw = handle.read(MAX_CARD_BYTES + 1)
+        if len(raw) > MAX_CARD_BYTES:
+            log.info("card %s is larger than %d bytes: its metadata is not read", Path(readme).name,
+                     MAX_CARD_BYTES)
+            return {}
+        match = REGEX_YAML_BLOCK.search(raw.decode("utf-8-sig"))
+        data = load_yaml(match.group(2), source=Path(readme).name) if match else None
+    except (ConfigError, ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
         log.info("unreadable card metadata in %s: %s", Path(readme).name, type(exc).__name__)
         return {}
     return data if isinstance(data, dict) else {}
@@ -57,7 +68,7 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     if config.is_file():
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("license")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError, OSError):  # unreadable: license unknown
             value = None
         if isinstance(value, str) and value.strip():
             return DeclaredLicense(value.strip().lower())

@@ -23,7 +23,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from mergegate.atomic import write_text_atomic
+from mergegate.atomic import write_redacted_yaml
+from mergegate.audit.prompt_limits import DEFAULT_MAX_PROMPT_TOKENS
 from mergegate.errors import AuditError, ConfigError, InputError, MergegateError
 from mergegate.gate.card import scrub, write_card
 from mergegate.audit.presets import resolve as resolve_protocol
@@ -32,6 +33,7 @@ from mergegate.gate.hashing import hash_directory
 from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_license, read_local_license
 from mergegate.gate.policy import GatePolicy, load_policy
 from mergegate.outdir import MERGE_OUTPUTS, PREVIOUS_REPORT_FILE, OutputClaim, check_output_dir
+from mergegate.redact import redact_yaml
 from mergegate.gate.report import (
     WeightingSide,
     WeightingSummary,
@@ -74,7 +76,8 @@ def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source:
                       prompts: str, benign: str | None, judge: str, backend: str, device: str,
                       limit: int | None, max_new_tokens: int, seed: int, name: str | None,
                       weighting: str = "declared", weighting_options: dict[str, Any] | None = None,
-                      protocol: str = "default") -> str:
+                      protocol: str = "default",
+                      max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS) -> str:
     """The ``mergegate run`` command line that repeats a run (redacted, home as ``~``)."""
     argv = ["mergegate", "run", str(config), "--out", str(out_dir)]
     if policy_source:
@@ -86,6 +89,8 @@ def reproduce_command(config: str | Path, out_dir: str | Path, *, policy_source:
     if limit is not None:
         argv += ["--limit", str(limit)]
     argv += ["--max-new-tokens", str(max_new_tokens), "--seed", str(seed)]
+    if max_prompt_tokens is not None and max_prompt_tokens != DEFAULT_MAX_PROMPT_TOKENS:
+        argv += ["--max-prompt-tokens", str(max_prompt_tokens)]
     if name:
         argv += ["--name", name]
     if weighting != "declared":
@@ -171,6 +176,7 @@ def run_gate(
     device: str = "cpu",
     limit: int | None = None,
     max_new_tokens: int | None = None,
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
     seed: int = 0,
     batch_size: int | None = None,
     name: str | None = None,
@@ -194,10 +200,11 @@ def run_gate(
             whole, atomically, once the verdict is written. Concurrent runs into one directory:
             the second gets ``decision: error`` with exit code 2.
         policy: a :class:`GatePolicy`, a policy file, or ``None`` for ``mergegate.yml`` / defaults.
-        prompts, benign, judge, backend, device, limit, max_new_tokens, seed, batch_size, cache,
-            trust_remote_code, progress, protocol: passed to :func:`mergegate.audit.audit_models`
-            (``benign=None`` skips over-refusal; ``prompts``/``judge``/``max_new_tokens`` default to
-            the protocol's: BeaverTails, Llama-Guard-3-8B, 512).
+        prompts, benign, judge, backend, device, limit, max_new_tokens, max_prompt_tokens, seed,
+            batch_size, cache, trust_remote_code, progress, protocol: passed to
+            :func:`mergegate.audit.audit_models` (``benign=None`` skips over-refusal;
+            ``prompts``/``judge``/``max_new_tokens`` default to the protocol's: BeaverTails,
+            Llama-Guard-3-8B, 512).
         name: the merged model's display name (default: the output directory's name).
         card: write the card and chart (pass/blocked runs only).
         weighting: ``declared`` builds the recipe as written; ``cocktail`` / ``evomm`` first choose
@@ -235,7 +242,8 @@ def run_gate(
                 config, out_dir, policy_source=policy_source, prompts=prompts, benign=benign,
                 judge=judge, backend=backend, device=device, limit=limit,
                 max_new_tokens=max_new_tokens, seed=seed, name=name, weighting=weighting,
-                weighting_options=weighting_options, protocol=preset.name)
+                weighting_options=weighting_options, protocol=preset.name,
+                max_prompt_tokens=max_prompt_tokens)
 
             if device == "auto":
                 device = _auto_device()
@@ -244,7 +252,8 @@ def run_gate(
             recipe = read_recipe(config)
             partial["merge"] = MergeInfo(
                 method=recipe.method, base_model=scrub(recipe.base_model.raw) if recipe.base_model else None,
-                config_name=recipe.name, config_text=scrub(recipe.text), config_sha256=recipe.sha256,
+                config_name=recipe.name, config_text=scrub(redact_yaml(recipe.text)),
+                config_sha256=recipe.sha256, config_redacted=redact_yaml(recipe.text) != recipe.text,
                 models=[scrub(r.raw) for r in recipe.models])
             targets = [_audit_target(ref, recipe) for ref in recipe.models]
 
@@ -269,14 +278,15 @@ def run_gate(
                 declared_target = str(work / "declared-merge")
                 merge(Path(config), Path(declared_target), device=device, seed=seed)
                 partial["merge"] = partial["merge"].model_copy(update={
-                    "config_text": scrub(optimized.recipe_yaml),
+                    "config_text": scrub(redact_yaml(optimized.recipe_yaml)),
+                    "config_redacted": redact_yaml(optimized.recipe_yaml) != optimized.recipe_yaml,
                     "config_sha256": hashlib.sha256(optimized.recipe_yaml.encode()).hexdigest()})
 
             stage = "merge"
             log.info("rebuilding %s into %s", scrub(recipe.name), scrub(str(target.path)))
             merge(build_config, staging, device=device, seed=seed)
             if not (staging / RECIPE_FILENAME).exists():
-                write_text_atomic(staging / RECIPE_FILENAME, build_config.read_text(encoding="utf-8"))
+                write_redacted_yaml(staging / RECIPE_FILENAME, build_config.read_text(encoding="utf-8"))
             if optimized is not None:  # the data the weights were chosen with travel with the model
                 shutil.copytree(work / "weighting", staging / "weighting")
 
@@ -289,8 +299,8 @@ def run_gate(
             audit = audit_models(
                 [*targets, *extra_targets, merged_target], prompts=prompts, benign=benign, judge=judge,
                 backend=backend, device=device, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
-                batch_size=batch_size, cache=cache, trust_remote_code=trust_remote_code,
-                progress=progress, **audit_kwargs)
+                max_prompt_tokens=max_prompt_tokens, batch_size=batch_size, cache=cache,
+                trust_remote_code=trust_remote_code, progress=progress, **audit_kwargs)
             partial.update(judge=audit.judge, prompts=audit.prompts, benign=audit.benign,
                            generation=audit.generation,
                            over_refusal_judge=getattr(audit, "over_refusal_judge", None),
@@ -371,7 +381,7 @@ def _weighting_summary(result: Any, declared_text: str, declared_alignment: floa
                        optimized_alignment: float) -> WeightingSummary:
     return WeightingSummary(
         strategy=result.strategy, alpha=result.alpha, evaluations=result.evaluations,
-        seconds=round(result.seconds, 2), declared_recipe=scrub(declared_text),
+        seconds=round(result.seconds, 2), declared_recipe=scrub(redact_yaml(declared_text)),
         declared=WeightingSide(weights=dict(result.declared), alignment=declared_alignment,
                                safety_loss=result.declared_losses.safety,
                                domain_loss=result.declared_losses.expert),
@@ -465,8 +475,10 @@ def summary_lines(report: RunReport) -> list[str]:
     for m in report.models():
         mark = " (merge)" if m.role == "merge" else (" (best input)" if m.model == report.best_input else "")
         over = f", over-refusal {m.over_refusal * 100:.1f} %" if m.over_refusal is not None else ""
+        long = (f", {m.n_too_long + m.n_benign_too_long} prompt(s) over the budget not answered"
+                if m.n_too_long or m.n_benign_too_long else "")
         lines.append(f"  {m.alignment * 100:5.1f} % aligned "
-                     f"[{m.interval.low * 100:.1f}–{m.interval.high * 100:.1f}]{over}  {m.model}{mark}")
+                     f"[{m.interval.low * 100:.1f}–{m.interval.high * 100:.1f}]{over}{long}  {m.model}{mark}")
     if report.gate:
         for rule in report.gate.rules:
             lines.append(f"  [{rule.verdict}] {rule.rule}: {rule.detail}")

@@ -70,9 +70,11 @@ def recompute_decision(report: RunReport) -> GateDecision:
     if report.merged is None:
         raise MergegateError("the report records no audited merge")
     hub_references = [c.model for c in report.constituents if c.hub_id is not None]
-    # the paired comparison is informative (no rule reads it): carried over as recorded
+    # the paired merge-vs-best-input row is informative (not a rule) and needs the per-prompt
+    # verdicts, which the report does not keep: it is carried over as recorded
+    paired = report.gate.paired if report.gate is not None else None
     return decide(report.merged, report.constituents, report.policy, output_files=sorted(report.files),
-                  hub_references=hub_references, paired=report.gate.paired if report.gate else None)
+                  hub_references=hub_references, paired=paired)
 
 
 def claim_problems(report: RunReport) -> list[str]:

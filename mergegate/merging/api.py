@@ -3,7 +3,6 @@ atomic) and ``build_merge`` (into a directory the caller already owns)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate import __version__
+from mergegate.atomic import write_redacted_json, write_redacted_yaml
 from mergegate.errors import InputError, MergeFailure
 from mergegate.merging.config import MergeConfig, ModelReference, load_merge_config
 from mergegate.merging.executor import execute_plan
@@ -21,6 +21,7 @@ from mergegate.models.resolver import ResolvedModel, resolve_model, resolve_toke
 from mergegate.merging.tensor_io import ShardedWriter, parse_size
 from mergegate.merging.tokenizer_files import copy_model_files
 from mergegate.outdir import MERGE_OUTPUTS, check_output_dir
+from mergegate.redact import redact_yaml
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +135,23 @@ def _write(prep: _Prepared, directory: Path, *, progress: bool, started: float) 
             files = writer.finish({"mergegate_version": __version__})
         finally:
             writer.abort()
-        (directory / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
+        write_redacted_json(directory / "config.json", plan.out_config)
         copy_model_files(cfg, plan, directory)
-        (directory / "mergekit_config.yml").write_text(text if text.endswith("\n") else text + "\n")
+        # the recipe copy stays a valid recipe: a secret in it becomes "***" (redact_yaml)
+        copy = text if text.endswith("\n") else text + "\n"
+        write_redacted_yaml(directory / "mergekit_config.yml", copy)
         provenance = [im.model.provenance() for im in plan.inputs.values()]
         record = {"mergegate_version": __version__, "merge_method": cfg.merge_method, "seed": prep.seed,
                   "device": prep.device, "config_source": str(plan.config_source), "inputs": provenance,
-                  "outputs": files, "config_sha256": _sha256_text(text)}
+                  "outputs": files,
+                  # of the recipe as declared; config_redacted says when the copy beside it differs
+                  "config_sha256": _sha256_text(text),
+                  "config_redacted": redact_yaml(copy) != copy}
         if plan.tokenizer is not None:
             record["tokenizer"] = {"source": plan.tokenizer.source, "tokens": len(plan.tokenizer.vocab),
                                    "rows": plan.tokenizer.rows, "added": plan.tokenizer.added,
                                    "source_dirs": {str(k): str(v) for k, v in plan.tokenizer_dirs.items()}}
-        (directory / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_redacted_json(directory / PROVENANCE_FILE, record)
     except OSError as exc:
         raise MergeFailure(f"writing the output failed: {exc}", source=str(directory),
                            hint="check free disk space and permissions") from exc

@@ -27,6 +27,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from mergegate.errors import ConfigError
 from mergegate.models.reference import AdapterReference, ModelReference  # noqa: F401 - re-exported
+from mergegate.safe_yaml import MAX_CARD_BYTES, MAX_YAML_BYTES, load_yaml_documents, read_text_bounded
 
 log = logging.getLogger(__name__)
 _NORMALIZED = "mergegate.recipe_compat.done"  # validation context: the pre-pass already ran
@@ -358,6 +359,44 @@ def extract_recipe_from_readme(text: str) -> str | None:
     return None
 
 
+# Practical bounds of a recipe, checked before validation: mergekit's own recipes stay far below
+# (the largest published frankenmerges have ~100 slices and a handful of models).
+MAX_RECIPE_MODELS = 1_000  # entries of `models:`, sources of one slice, distinct models overall
+MAX_RECIPE_SLICES = 10_000
+
+
+def check_recipe_size(data: dict[str, Any], *, source: str, _prefix: str = "") -> None:
+    """Refuse a recipe with an absurd number of models or slices before anything walks it (the
+    modules of a ``modules:`` recipe included).
+
+    Raises:
+        ConfigError: naming the field and the limit (exit code 2).
+    """
+    hint = "a merge of this size is not practical; split it or check the generator of the recipe"
+    models = data.get("models")
+    if isinstance(models, list) and len(models) > MAX_RECIPE_MODELS:
+        raise ConfigError(f"{len(models):,} models (at most {MAX_RECIPE_MODELS:,})", source=source,
+                          field=f"{_prefix}models", hint=hint)
+    slices = data.get("slices")
+    if isinstance(slices, list):
+        if len(slices) > MAX_RECIPE_SLICES:
+            raise ConfigError(f"{len(slices):,} slices (at most {MAX_RECIPE_SLICES:,})", source=source,
+                              field=f"{_prefix}slices", hint=hint)
+        for i, sl in enumerate(slices):
+            sources = sl.get("sources") if isinstance(sl, dict) else None
+            if isinstance(sources, list) and len(sources) > MAX_RECIPE_MODELS:
+                raise ConfigError(f"{len(sources):,} sources in one slice (at most {MAX_RECIPE_MODELS:,})",
+                                  source=source, field=f"{_prefix}slices[{i}].sources", hint=hint)
+    modules = data.get("modules") if not _prefix else None
+    if isinstance(modules, dict):
+        if len(modules) > MAX_RECIPE_MODELS:
+            raise ConfigError(f"{len(modules):,} modules (at most {MAX_RECIPE_MODELS:,})", source=source,
+                              field="modules", hint=hint)
+        for name, module in modules.items():
+            if isinstance(module, dict):
+                check_recipe_size(module, source=source, _prefix=f"modules.{name}.")
+
+
 def _format_location(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for p in loc:
@@ -381,6 +420,7 @@ def parse_merge_config(data: Any, *, source: str = "<config>") -> MergeConfig:
     if not isinstance(data, dict):
         raise ConfigError("a merge config must be a YAML mapping with at least 'merge_method'",
                           source=source, hint="see mergekit's examples/*.yml")
+    check_recipe_size(data, source=source)
     method = data.get("merge_method")
     if isinstance(method, str):
         try:
@@ -413,8 +453,12 @@ def parse_merge_config(data: Any, *, source: str = "<config>") -> MergeConfig:
             problems.append((where, msg))
         if len(problems) == 1:
             raise ConfigError(problems[0][1], source=source, field=problems[0][0], hint=hint) from None
-        raise ConfigError(f"{len(problems)} problems: " + "; ".join(f"'{w}': {m}" for w, m in problems),
-                          source=source, hint=hint) from None
+        raise ConfigError(f"{len(problems)} problems: " + "; ".join(f"'{w}': {m}" for w, m in problems[:10])
+                          + ("; ..." if len(problems) > 10 else ""), source=source, hint=hint) from None
+    n_models = len(config.referenced_models())
+    if n_models > MAX_RECIPE_MODELS:
+        raise ConfigError(f"{n_models:,} distinct models (at most {MAX_RECIPE_MODELS:,})", source=source,
+                          field="models", hint="a merge of this size is not practical")
     config.compat_notes = [str(n) for n in notes]
     return config
 
@@ -423,30 +467,52 @@ def read_recipe_text(path_or_text: str | Path) -> tuple[str, str]:
     """The recipe text and where it came from: a YAML file, a model card (README.md holding a YAML
     block with ``merge_method``) or YAML text itself. Returns ``(text, source)``."""
     if isinstance(path_or_text, Path) or ("\n" not in str(path_or_text) and ":" not in str(path_or_text)
-                                           or Path(str(path_or_text)).is_file()):
+                                           or _is_file(str(path_or_text))):
         path = Path(path_or_text)
         source = str(path)
         if not path.is_file():
             raise ConfigError("config file not found", source=source,
                               hint="pass the path of a mergekit YAML (e.g. mergekit_config.yml)")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".md":
-            block = extract_recipe_from_readme(text)
-            if block is None:
-                raise ConfigError("no ```yaml block with 'merge_method' in this model card", source=source)
-            text = block
+        text = read_recipe_file(path)
         return text, source
     return str(path_or_text), "<config>"
 
 
-def load_recipe_document(text: str, *, source: str = "<config>") -> Any:
-    """Decode the one YAML document of a recipe (safe loader; multi-document recipes are refused)."""
+def _is_file(text: str) -> bool:
+    if len(text) > 4096 or "\0" in text:  # recipe text, not a path
+        return False
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", source=source) from None
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def read_recipe_file(path: Path) -> str:
+    """The recipe text of a YAML file, or of the first ```yaml block with ``merge_method`` of a model
+    card (README.md); bounded in size (:mod:`mergegate.safe_yaml`).
+
+    Raises:
+        ConfigError: too large, not UTF-8, or a card without a recipe block.
+    """
+    if path.suffix.lower() == ".md":
+        card = read_text_bounded(path, max_bytes=MAX_CARD_BYTES, what="model card")
+        block = extract_recipe_from_readme(card)
+        if block is None:
+            raise ConfigError("no ```yaml block with 'merge_method' in this model card", source=str(path))
+        return block
+    return read_text_bounded(path, max_bytes=MAX_YAML_BYTES, what="recipe")
+
+
+def load_recipe_document(text: str, *, source: str = "<config>") -> Any:
+    """Decode the one YAML document of a recipe: bounded YAML (:func:`mergegate.safe_yaml.load_yaml_documents`:
+    size, alias expansion, depth; safe loader), multi-document recipes refused, and a mapping's
+    model and slice counts checked (:func:`check_recipe_size`). The one loader of both the engine
+    (:func:`load_merge_config`) and the tolerant reading (:mod:`mergegate.merging.recipe`).
+
+    Raises:
+        ConfigError: not YAML, beyond a limit, empty, or several documents (exit code 2).
+    """
+    docs = [d for d in load_yaml_documents(text, source=source) if d is not None]
     if not docs:
         raise ConfigError("the config is empty", source=source)
     if len(docs) > 1:
@@ -454,6 +520,8 @@ def load_recipe_document(text: str, *, source: str = "<config>") -> Any:
                           "recipe; mergekit-yaml refuses it and mergegate does not run multi-stage merges yet",
                           source=source, hint="split the stages into separate files and merge them in order, "
                           "pointing each later stage at the earlier stage's output directory")
+    if isinstance(docs[0], dict):
+        check_recipe_size(docs[0], source=source)
     return docs[0]
 
 

@@ -30,6 +30,7 @@ import torch
 from mergegate.errors import InputError, ModelFilesError
 from mergegate.models.fingerprints import sha256_file
 from mergegate.models import AdapterReference
+from mergegate.models.weight_files import load_pickled_weights, read_safetensors_header
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -176,8 +177,9 @@ def _read_config(path: Path, label: str) -> dict[str, Any]:
         raise ModelFilesError(f"no {CONFIG_FILE}: not a peft adapter", source=label,
                               hint="a LoRA reference model+adapter needs adapter_config.json and "
                               "adapter_model.safetensors (peft's save_pretrained format)") from None
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"cannot read {CONFIG_FILE} ({exc})", source=label) from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON or not UTF-8
+        raise ModelFilesError(f"cannot read {CONFIG_FILE} ({type(exc).__name__}: {str(exc)[:200]})",
+                              source=label) from None
     if not isinstance(config, dict):
         raise ModelFilesError(f"{CONFIG_FILE} is not a JSON object", source=label)
     kind = str(config.get("peft_type", "LORA")).upper()
@@ -209,6 +211,11 @@ def _read_tensors(path: Path, label: str, *, allow_pickle: bool) -> tuple[dict[s
         from safetensors.torch import load_file
 
         try:
+            read_safetensors_header(st)  # strict: a malformed header is refused before any tensor is read
+        except ModelFilesError as exc:
+            raise ModelFilesError(f"cannot read {SAFETENSORS_FILE} ({exc.message})", source=label, field=exc.field,
+                                  hint=exc.hint) from None
+        try:
             return load_file(str(st)), st
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelFilesError(f"cannot read {SAFETENSORS_FILE} ({exc})", source=label,
@@ -219,12 +226,7 @@ def _read_tensors(path: Path, label: str, *, allow_pickle: bool) -> tuple[dict[s
             raise ModelFilesError(f"the adapter has only a pickled {PICKLE_FILE}", source=label,
                                   hint="convert it to adapter_model.safetensors, or pass --allow-pickle if you "
                                   "trust it (then read with torch.load(weights_only=True))")
-        try:
-            state = torch.load(pickled, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any load failure is a bad input file
-            raise ModelFilesError(f"cannot read pickled adapter weights safely ({type(exc).__name__}: {exc})",
-                                  source=label) from None
-        return dict(state), pickled
+        return load_pickled_weights(pickled), pickled  # weights_only=True; a mapping of tensors
     raise ModelFilesError(f"no {SAFETENSORS_FILE} in the adapter directory", source=label,
                           hint="a LoRA adapter is adapter_config.json + adapter_model.safetensors (peft format)")
 

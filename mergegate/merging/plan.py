@@ -49,6 +49,11 @@ class TensorTask:
     group: str  # "pre", "layer <n>" or "post"
     vocab: VocabAlignment | None = None  # rebuild the inputs' rows on the output vocabulary first
 
+    @property
+    def copy_through(self) -> bool:
+        """Integer and bool tensors are copied (every input must hold the same values), never merged."""
+        return not self.compute_dtype.is_floating_point
+
 
 @dataclass
 class InputModel:
@@ -100,10 +105,15 @@ class MergePlan:
 
 
 def _read_config(model: ResolvedModel) -> dict[str, Any]:
+    path = model.path / "config.json"
     try:
-        return json.loads((model.path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"cannot read config.json ({exc})", source=str(model.path)) from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
+        raise ModelFilesError(f"cannot read config.json ({type(exc).__name__}: {str(exc)[:200]})",
+                              source=str(path), hint="re-download the model") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError("config.json is not a JSON object", source=str(path), hint="re-download the model")
+    return data
 
 
 def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_pickle: bool) -> dict[ModelReference, InputModel]:
@@ -173,6 +183,59 @@ def _num_layers(im: InputModel) -> int:
     return n if n is not None else im.layout.num_layers
 
 
+def _st(dtype: torch.dtype) -> str:
+    from mergegate.models.weight_files import TORCH_TO_ST
+
+    return TORCH_TO_ST.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _compute_dtype(out_name: str, refs: list[ModelReference], infos: list[Any],
+                   override: torch.dtype | None) -> torch.dtype:
+    """The dtype the method computes in: the recipe's ``dtype:``, else the inputs' promoted dtype
+    (mergekit 0.1.5 ``LoadTensor`` casts to ``dtype`` when given, else keeps the stored dtype).
+
+    Integer and bool tensors (I8..I64, U8, BOOL) are not merged: mergekit's methods refuse them
+    (``linear``: "Linear merging requires floating-point tensors") and its architectures never list
+    them; mergegate copies them through when every input holds the same values, in their own dtype.
+    """
+    dtypes = [info.dtype for info in infos]
+    if any(not d.is_floating_point for d in dtypes):
+        if len(set(dtypes)) > 1:
+            detail = ", ".join(f"{r}: {_st(d)}" for r, d in zip(refs, dtypes))
+            raise ModelFilesError(f"tensor {out_name} is stored as {detail}: integer and bool tensors are "
+                                  "copied, not merged, so every input must store them alike", field=out_name,
+                                  hint="the models do not share an architecture (or one is quantized)")
+        return dtypes[0]
+    if override is not None:
+        return override
+    compute = dtypes[0]
+    for d in dtypes[1:]:
+        try:
+            compute = torch.promote_types(compute, d)
+        except RuntimeError:  # torch does not promote float8 with anything else
+            detail = ", ".join(f"{r}: {_st(d)}" for r, d in zip(refs, dtypes))
+            raise ConfigError(f"tensor {out_name} is stored as {detail}, which cannot be combined without a "
+                              "compute dtype", field="dtype",
+                              hint="add `dtype: bfloat16` (or float32) to the recipe; mergekit needs it too") from None
+    return compute
+
+
+def _check_float8(out_name: str, refs: list[ModelReference], infos: list[Any], compute: torch.dtype,
+                  method: str, per_input: list[dict[str, Any]]) -> None:
+    """float8 has no arithmetic kernels: only an unscaled passthrough may keep it as it is."""
+    from mergegate.models.weight_files import FLOAT8_DTYPES
+
+    if compute not in FLOAT8_DTYPES:
+        return
+    if method == "passthrough" and all(p.get("scale") is None for p in per_input):
+        return
+    raise ConfigError(f"tensor {out_name} of {refs[0]} is {_st(compute)}: merging computes on it, and float8 "
+                      "has no arithmetic", source=str(refs[0]), field="dtype",
+                      hint="add `dtype: bfloat16` (or float32) to the recipe: the inputs are upcast to it, "
+                           "as mergekit 0.1.5 does (without it mergekit fails: 'Promotion for Float8 Types "
+                           "is not supported')")
+
+
 def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
                tokenizer_dirs: dict[ModelReference, Path] | None = None) -> MergePlan:
     """Plan every output tensor. ``tokenizer_dirs``: the files of a ``tokenizer_source`` model that
@@ -238,11 +301,7 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
                                   + (" (the vocabularies differ)" if vocab else ""), field=out_name,
                                   hint="set tokenizer_source: union (or base, or one of the models) so the rows "
                                   "are aligned token by token, as mergekit does" if vocab else None)
-        compute = compute_override
-        if compute is None:
-            compute = infos[0].dtype
-            for i in infos[1:]:
-                compute = torch.promote_types(compute, i.dtype)
+        compute = _compute_dtype(out_name, refs, infos, compute_override)
         shared_scopes = (sl.parameters, config.module_parameters, config.parameters)
         shared = {p.name: resolve_parameter(p, shared_scopes, tensor_name=out_name, t=t) for p in spec.shared_params}
         per_input = []
@@ -251,7 +310,13 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
             per_input.append({p.name: resolve_parameter(p, scopes, tensor_name=name, t=t, model=str(src.model))
                               for p in spec.input_params
                               if idx != base_index or p.scope is Scope.INPUT})
-        out_dtype = out_override or compute
+        out_dtype = compute if not compute.is_floating_point else (out_override or compute)
+        _check_float8(out_name, refs, infos, compute, spec.name, per_input)
+        if not compute.is_floating_point and spec.name == "passthrough" and any(
+                p.get("scale") is not None for p in per_input):
+            raise ConfigError(f"passthrough 'scale' applies to floating-point tensors; {out_name} is "
+                              f"{_st(compute)}", field="parameters.scale",
+                              hint="restrict the scale with a filter (e.g. filter: down_proj)")
         tasks.append(TensorTask(OutputTensor(out_name, out_dtype, out_shape), list(zip(refs, names)),
                                 base_index, per_input, shared, compute, group, alignment))
 

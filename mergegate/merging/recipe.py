@@ -69,7 +69,8 @@ def recipe_model(raw: Any, *, relative_to: Path | None = None) -> RecipeModel:
         model, lora = _path_text(raw.get("model") or raw.get("path")), _path_text(raw.get("lora"))
         raw = f"{model}+{lora}" if isinstance(model, str) and isinstance(lora, str) and lora else model
     if not isinstance(raw, str) or not raw.strip():
-        raise ConfigError(f"a model reference must be a non-empty string, got {raw!r}")
+        shown = repr(raw) if isinstance(raw, (str, int, float, bool, type(None))) else type(raw).__name__
+        raise ConfigError(f"a model reference must be a non-empty string, got {shown[:80]}")
     parts = split_reference(raw)
     return RecipeModel(raw=raw.strip(), reference=ModelReference(path=parts.path, revision=parts.revision),
                        adapter=parts.adapter, is_hub=looks_like_hub_id(parts.path, relative_to=relative_to))

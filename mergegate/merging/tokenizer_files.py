@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mergegate.atomic import write_redacted_json, write_redacted_text
+from mergegate.errors import ModelFilesError
 from mergegate.merging.chat_templates import NAMED, TemplateKind, classify
 from mergegate.merging.config import MergeConfig
 from mergegate.models import read_chat_template
@@ -85,6 +87,26 @@ def _must_reserialize(config: MergeConfig, plan: MergePlan, source: Path) -> boo
     return config.chat_template is not None or plan.config_source.lora is not None or not copyable
 
 
+def _write_template(template: str, source: Path, out: Path) -> None:
+    """The template beside copied tokenizer files: ``chat_template.jinja`` and the copied
+    ``tokenizer_config.json``'s ``chat_template`` (redacted like every file mergegate writes)."""
+    write_redacted_text(out / "chat_template.jinja", template)
+    cfg_path = out / "tokenizer_config.json"
+    if not cfg_path.is_file():
+        return
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not JSON / not UTF-8 / nested too deeply
+        raise ModelFilesError(f"cannot read tokenizer_config.json ({type(exc).__name__})",
+                              source=str(source / "tokenizer_config.json"),
+                              hint="re-download the tokenizer source model") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError("tokenizer_config.json is not a JSON object",
+                              source=str(source / "tokenizer_config.json"))
+    data["chat_template"] = template
+    write_redacted_json(cfg_path, data)
+
+
 def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
     """Write the tokenizer and copy the generation config into the (temporary) output directory."""
     template = resolve_chat_template(config, plan)
@@ -96,12 +118,7 @@ def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
             if (source / name).is_file():
                 shutil.copyfile(source / name, out / name)
         if template is not None:
-            (out / "chat_template.jinja").write_text(template, encoding="utf-8")
-            cfg_path = out / "tokenizer_config.json"
-            if cfg_path.is_file():
-                data = json.loads(cfg_path.read_text())
-                data["chat_template"] = template
-                cfg_path.write_text(json.dumps(data, indent=2) + "\n")
+            _write_template(template, source, out)
     gen = source / "generation_config.json"
     if gen.is_file():
         shutil.copyfile(gen, out / "generation_config.json")

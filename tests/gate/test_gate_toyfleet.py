@@ -75,10 +75,12 @@ def test_broken_judge_is_an_error_without_a_card(toy_fleet: Path, tmp_path: Path
     weights = judge / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
     out = tmp_path / "out"
+    # a malformed weight file is bad input (exit 2) naming the file (issue 9), not a crash
     assert main(["run", str(recipe(tmp_path, toy_fleet, "passes")), "--out", str(out),
-                 *audit_args(toy_fleet, judge)]) == 3
+                 *audit_args(toy_fleet, judge)]) == 2
     report = load_report(out)
     assert report.decision == "error" and report.error and report.error.stage == "audit"
+    assert "model.safetensors" in report.error.message and report.error.exit_code == 2
     assert not (out / "README.md").exists()
     assert report.files == {}
 
