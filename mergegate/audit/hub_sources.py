@@ -17,7 +17,7 @@ def prompt_source_access(source: str, repo_id: str, *, benign: bool) -> dict[str
     """``hub_access`` arguments for loading the prompt set ``source`` (from ``repo_id``)."""
     flag = "benign" if benign else "prompts"
     name = source.partition("@")[0]
-    if name == "beavertails":
+    if name in ("beavertails", "beavertails-rows"):
         what = f"the BeaverTails prompt set ({repo_id})"
     elif name == "xstest":
         what = f"the XSTest benign prompt set ({repo_id})"
@@ -31,10 +31,14 @@ def prompt_source_access(source: str, repo_id: str, *, benign: bool) -> dict[str
     return dict(what=what, why=why, repo_id=repo_id, repo_type="dataset", field=flag, fixes=fixes)
 
 
-def judge_why(judge: str) -> str:
+def judge_why(judge: str, *, default: bool | None = None) -> str:
+    """Who asked for the judge: ``default`` says whether it is the default (no --judge given);
+    None compares ``judge`` with the default protocol's judge."""
     from mergegate.audit.judges import DEFAULT_JUDGE
 
-    return "the judge (--judge, the default)" if judge == DEFAULT_JUDGE else "the judge (--judge)"
+    if default is None:
+        default = judge == DEFAULT_JUDGE
+    return "the judge (--judge, the default)" if default else "the judge (--judge)"
 
 
 __all__ = ["prompt_source_access", "judge_why", "JUDGE_FIXES", "BENIGN_NONE"]

@@ -14,6 +14,7 @@ from mergegate.errors import InputError
 from mergegate.models import ModelReference, read_chat_template, sha256_file, weights_digest
 from mergegate.models import resolve_model as resolve_files
 from mergegate.models.resolver import DEFAULT_WHY
+from mergegate.models.weight_files import check_finite_weights
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,34 @@ def aux_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_weights(files: list[Path], weights_sha: str, cache: AuditCache, *, source: str) -> None:
+    """Refuse malformed weight files and NaN/Inf weights before anything is generated or looked up:
+    a broken model's cached answers are not trusted either. One aminmax pass per tensor, done once
+    per distinct set of weights (remembered in the cache by the weights' sha256).
+
+    Raises:
+        ModelFilesError: a weight file is malformed (naming it), or weights are not finite (naming
+            the model and the first bad tensors); exit code 2.
+    """
+    if cache.weights_finite(weights_sha):
+        return
+    check_finite_weights(files, source=source)
+    cache.mark_weights_finite(weights_sha)
+
+
 def resolve_model(spec: str, cache: AuditCache, *, allow_pickle: bool = False, why: str = DEFAULT_WHY,
                   fixes: Sequence[str] = ()) -> ResolvedModel:
     """A local directory, or a Hub ``id[@revision]`` pinned to a commit sha and downloaded (config,
-    tokenizer and safetensors only, unless ``allow_pickle``) by the shared resolver; ``why`` and
-    ``fixes`` name who asked for it and the alternatives when the Hub cannot deliver it."""
+    tokenizer and safetensors only, unless ``allow_pickle``) by the shared resolver; its weights
+    checked (:func:`check_weights`). ``why`` and ``fixes`` name who asked for it and the
+    alternatives when the Hub cannot deliver it."""
     try:
         reference = ModelReference.parse(spec)
     except ValueError as exc:
         raise InputError(str(exc), source=spec) from None
     model = resolve_files(reference, allow_pickle=allow_pickle, why=why, fixes=fixes)
     w_sha = weights_sha256(model.weight_files())
+    check_weights(model.weight_files(), w_sha, cache, source=spec)
     key = hashlib.sha256(f"{w_sha}:{aux_fingerprint(model.path)}".encode()).hexdigest()
     ref = ModelRef(id=spec, revision=model.revision, weights_sha256=w_sha, local_path=str(model.path))
     return ResolvedModel(ref=ref, path=model.path, key=key)

@@ -3,7 +3,7 @@
 * :func:`list_merges` asks ``HfApi.list_models(filter=..., sort="downloads", limit=N)`` (most
   downloaded first); :func:`read_models_file` reads an explicit list (``org/name[@revision]`` a line).
 * :func:`pin` turns a repo id (and optional branch/tag) into a commit sha and its file list, from
-  the Hub or, under ``HF_HUB_OFFLINE=1``, from the local HF cache (``refs/<branch>``).
+  the Hub or, under ``HF_HUB_OFFLINE=1``, from the local HF cache (through huggingface_hub).
 * :func:`fetch_metadata` downloads only the small files of a pinned merge (card, recipe,
   ``config.json``, provenance); weights are downloaded later, when the merge is audited.
 
@@ -13,7 +13,6 @@ Everything honours ``HF_ENDPOINT`` (through huggingface_hub) so tests can point 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +55,10 @@ class PinnedRepo:
 
 
 def offline() -> bool:
-    """``HF_HUB_OFFLINE`` as huggingface_hub sees it, or as the environment says now."""
+    """``HF_HUB_OFFLINE`` as huggingface_hub sees it (``is_offline_mode``)."""
     from mergegate.models import hub_offline
 
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        return hub_offline()
-    return env in ("1", "true", "yes", "on") or hub_offline()
+    return hub_offline()
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -149,25 +145,25 @@ def list_merges(top: int, *, filter: str | list[str] = "mergekit", token: str | 
             for r, i in enumerate(order)]
 
 
-def _cache_root() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def _pin_offline(repo_id: str, revision: str | None) -> PinnedRepo:
-    folder = _cache_root() / ("models--" + repo_id.replace("/", "--"))
-    sha = revision if revision and SHA_RE.match(revision) else None
-    if sha is None:
-        ref = folder / "refs" / (revision or "main")
-        if not ref.is_file():
-            raise InputError(f"'{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                             source=repo_id, hint="run once online, or unset HF_HUB_OFFLINE")
-        sha = ref.read_text().strip()
-    snapshot = folder / "snapshots" / sha
-    if not snapshot.is_dir():
-        raise InputError(f"revision {sha[:12]} of '{repo_id}' is not in the local Hugging Face cache",
-                         source=repo_id, hint="run once online, or unset HF_HUB_OFFLINE")
+    """The cached snapshot of ``repo_id`` at ``revision`` (a branch, tag or sha; default main).
+
+    huggingface_hub resolves the revision in its cache (``local_files_only=True``); the snapshot
+    folder it returns is named after the commit sha.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        what = f"revision {revision[:12]} of '{repo_id}'" if revision else f"'{repo_id}'"
+        raise InputError(f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+                         source=repo_id, hint="run once online, or unset HF_HUB_OFFLINE") from None
+    sha = snapshot.name
+    if not SHA_RE.match(sha):
+        raise InputError(f"the local Hugging Face cache has no commit for '{repo_id}'", source=repo_id,
+                         hint="run once online, or unset HF_HUB_OFFLINE")
     files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
     return PinnedRepo(repo_id, sha, files)
 

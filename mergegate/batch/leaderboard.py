@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate import __version__
-from mergegate.atomic import write_text_atomic
+from mergegate.atomic import write_redacted_text
 from mergegate.batch.records import BatchRecord
 
 TEMPLATE = "leaderboard.html.j2"
@@ -125,7 +125,7 @@ def render_leaderboard(records: list[BatchRecord], *, title: str = "mergegate ba
 
 
 def write_leaderboard(path: str | Path, records: list[BatchRecord]) -> Path:
-    return write_text_atomic(path, render_leaderboard(records))
+    return write_redacted_text(path, render_leaderboard(records))
 
 
 __all__ = ["render_leaderboard", "write_leaderboard"]

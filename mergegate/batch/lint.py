@@ -16,28 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from mergegate.batch.records import LintFlag
-from mergegate.gate.licenses import DeclaredLicense
+from mergegate.gate.licenses import DeclaredLicense, read_card_metadata
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def card_metadata(readme: Path | None) -> dict[str, Any]:
-    """The YAML front matter of a model card ({} when absent or unreadable)."""
-    import yaml
-
-    if readme is None or not readme.is_file():
-        return {}
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return {}
-    parts = text[3:].split("\n---", 1)
-    if len(parts) < 2:
-        return {}
-    try:
-        data = yaml.safe_load(parts[0])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The YAML front matter of a model card ({} when absent or unreadable), via huggingface_hub."""
+    return read_card_metadata(readme)
 
 
 def _as_list(value: Any) -> list[str]:

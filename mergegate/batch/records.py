@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mergegate.atomic import append_line_durable, write_text_atomic
+from mergegate.atomic import append_redacted_json_line, redacted_json, write_redacted_text, write_text_atomic
 from mergegate.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class BatchRecord(_Model):
 
 def append_record(path: Path, record: BatchRecord) -> None:
     """Append one record as a line and fsync it, so a kill never leaves half a record behind."""
-    append_line_durable(path, record.model_dump_json(by_alias=True))
+    append_redacted_json_line(path, record, by_alias=True)
 
 
 def read_records(path: Path) -> list[BatchRecord]:
@@ -173,12 +173,12 @@ def write_csv(path: Path, records: list[BatchRecord]) -> Path:
     writer.writeheader()
     for rec in records:
         writer.writerow({k: _csv_safe(v) for k, v in csv_row(rec).items()})
-    write_text_atomic(path, buf.getvalue())
+    write_redacted_text(path, buf.getvalue())
     return path
 
 
 def dump_jsonl(path: Path, records: list[BatchRecord]) -> None:
-    write_text_atomic(path, "".join(r.model_dump_json(by_alias=True) + "\n" for r in records))
+    write_text_atomic(path, "".join(redacted_json(r, indent=None, by_alias=True) for r in records))
 
 
 __all__ = ["BatchRecord", "ScoredModel", "Provenance", "LintFlag", "append_record", "read_records", "latest",

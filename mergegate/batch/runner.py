@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergegate.errors import InputError, MergegateError
+from mergegate.audit.prompt_limits import DEFAULT_MAX_PROMPT_TOKENS
 from mergegate.batch import hub
 from mergegate.batch.records import (
     FINAL_STATUSES,
@@ -39,6 +39,8 @@ from mergegate.batch.records import (
     read_records,
     write_csv,
 )
+from mergegate.errors import ConfigError, InputError, MergegateError
+from mergegate.outdir import BATCH_OUTPUT, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class AuditOptions:
     limit: int | None = None
     seed: int = 0
     max_new_tokens: int = 512
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS
     batch_size: int | None = None
     cache: str | Path | None = None
     progress: bool = False
@@ -65,7 +68,8 @@ class AuditOptions:
         benign = None if self.benign is None or self.benign.lower() == "none" else self.benign
         return dict(prompts=self.prompts, benign=benign, judge=self.judge, backend=self.backend,
                     device=self.device, limit=self.limit, seed=self.seed, max_new_tokens=self.max_new_tokens,
-                    batch_size=self.batch_size, cache=self.cache, progress=self.progress, keep_items=False)
+                    max_prompt_tokens=self.max_prompt_tokens, batch_size=self.batch_size, cache=self.cache,
+                    progress=self.progress, keep_items=False)
 
 
 @dataclass
@@ -99,14 +103,19 @@ def _worst(models: Sequence[ScoredModel]) -> ScoredModel:
 
 def _find_recipe(snapshot: Path) -> tuple[str, str] | None:
     from mergegate.merging.config import extract_recipe_from_readme
+    from mergegate.safe_yaml import MAX_CARD_BYTES, MAX_YAML_BYTES
+
+    def head(path: Path, limit: int) -> str:  # a hostile repo's file is read only this far
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1).decode("utf-8", errors="replace")
 
     for name in hub.RECIPE_FILES:
         path = snapshot / name
         if path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace"), name
+            return head(path, MAX_YAML_BYTES), name  # over the limit: parse_recipe refuses it
     readme = snapshot / "README.md"
     if readme.is_file():
-        block = extract_recipe_from_readme(readme.read_text(encoding="utf-8", errors="replace"))
+        block = extract_recipe_from_readme(head(readme, MAX_CARD_BYTES))
         if block is not None:
             return block, "README.md"
     return None
@@ -199,14 +208,13 @@ def process_merge(target: hub.Target, repo: hub.PinnedRepo, ctx: _Context) -> Ba
             fields["over_refusal_increase"] = round(merge.over_refusal - best.over_refusal, 6)
 
     if ctx.rebuild:
-        import yaml
-
         from mergegate.batch.records import Provenance
+        from mergegate.safe_yaml import load_yaml
 
         merge_dir = Path(report.scores[-1].model.local_path or snapshot)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:  # parse_recipe accepted it, so this does not happen
+            data = load_yaml(text)
+        except ConfigError:  # parse_recipe accepted it, so this does not happen
             data = None
         if isinstance(data, dict):
             fields["provenance"] = check_provenance(
@@ -239,9 +247,18 @@ def run_batch(out_dir: str | Path, *, top: int | None = None, models_file: str |
         InputError: bad ``shard``, missing models file, listing impossible (exit 2).
     """
     shard_t = hub.parse_shard(shard)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("--out exists and is not a directory", source=str(out))
+    # new, empty or a previous batch output (added to, never emptied); one batch per directory at a time
+    target = check_output_dir(out_dir, kinds=(BATCH_OUTPUT,), replace=False, option="--out")
+    with target.claim() as claim:
+        return _run_batch(claim.path, top=top, models_file=models_file, filter=filter, shard=shard,
+                          shard_t=shard_t, options=options, rebuild=rebuild, max_rebuild_gb=max_rebuild_gb,
+                          token=token, on_record=on_record)
+
+
+def _run_batch(out: Path, *, top: int | None, models_file: str | Path | None, filter: str | list[str],
+               shard: str | None, shard_t: tuple[int, int] | None, options: AuditOptions | None, rebuild: bool,
+               max_rebuild_gb: float | None, token: str | bool | None,
+               on_record: Callable[[BatchRecord], None] | None) -> BatchSummary:
     options = options or AuditOptions()
     if options.cache is None:
         options.cache = out / DEFAULT_CACHE_NAME
@@ -311,10 +328,11 @@ def collect(shard_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Batch
         everything.extend(read_records(path))
     everything.sort(key=lambda r: (r.status in FINAL_STATUSES, r.finished_at))
     merged = latest(everything)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_jsonl(out / RESULTS_JSONL, merged)
-    return write_outputs(out, merged)
+    target = check_output_dir(out_dir, kinds=(BATCH_OUTPUT,), replace=False, option="--out")
+    with target.claim() as claim:
+        out = claim.ensure_dir()
+        dump_jsonl(out / RESULTS_JSONL, merged)
+        return write_outputs(out, merged)
 
 
 __all__ = ["run_batch", "collect", "process_merge", "write_outputs", "AuditOptions", "BatchSummary"]

@@ -11,14 +11,10 @@ from mergegate.models.fingerprints import sha256_file
 IGNORED_DIRS = (".git", ".cache")
 
 
-def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> dict[str, str]:
-    """``{relative posix path: sha256}`` of every regular file under ``directory``.
-
-    The report itself, hidden temp files of an atomic write and ``.git``/``.cache`` are left out.
-    Symlinks are followed (a Hub snapshot is made of them) but must stay regular files.
-    """
+def list_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> list[str]:
+    """Relative posix paths of the files :func:`hash_directory` hashes (without hashing them)."""
     directory = Path(directory)
-    hashes: dict[str, str] = {}
+    names = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
         if rel.parts[0] in IGNORED_DIRS or not path.is_file():
@@ -26,8 +22,19 @@ def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
         name = rel.as_posix()
         if name in exclude or (rel.name.startswith(".") and rel.name.endswith(".tmp")):
             continue
-        hashes[name] = sha256_file(path, use_cache=False)  # what is on disk now, never a cached value
-    return hashes
+        names.append(name)
+    return names
+
+
+def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of every regular file under ``directory``.
+
+    The report itself, hidden temp files of an atomic write and ``.git``/``.cache`` are left out.
+    Symlinks are followed (a Hub snapshot is made of them) but must stay regular files.
+    """
+    directory = Path(directory)
+    # what is on disk now, never a cached value
+    return {name: sha256_file(directory / name, use_cache=False) for name in list_directory(directory, exclude=exclude)}
 
 
 def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str]:
@@ -44,4 +51,4 @@ def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str
     return problems
 
 
-__all__ = ["sha256_file", "hash_directory", "compare_hashes", "IGNORED_DIRS"]
+__all__ = ["sha256_file", "hash_directory", "list_directory", "compare_hashes", "IGNORED_DIRS"]

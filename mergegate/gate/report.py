@@ -14,13 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
-from mergegate.atomic import write_text_atomic
-from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef
+from mergegate.atomic import write_redacted_json
+from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef, OffProtocolSummary
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
 from mergegate.gate.policy import GatePolicy
 from mergegate.gate.summary import ModelSummary, _Model
-from mergegate.redact import redact
 
 REPORT_FILENAME = "report.json"
 CARD_FILENAME = "README.md"
@@ -48,8 +47,9 @@ class MergeInfo(_Model):
     method: str | None = None
     base_model: str | None = None
     config_name: str  # file name of the recipe (no directory: paths stay local)
-    config_text: str  # the recipe as declared, redacted (tokens → ***, home directory → ~)
-    config_sha256: str  # of the recipe exactly as declared (before redaction)
+    config_text: str  # the recipe as declared, redacted (tokens → "***", home directory → ~), valid YAML
+    config_sha256: str  # of the recipe exactly as declared (before redaction): matches the user's file
+    config_redacted: bool = False  # a secret was redacted: config_text and mergekit_config.yml differ from it
     models: list[str] = Field(default_factory=list)  # every model the recipe references, in order
 
 
@@ -100,9 +100,12 @@ class RunReport(_Model):
     policy: GatePolicy = Field(default_factory=GatePolicy)
     policy_source: str | None = None
     judge: JudgeRef | None = None
+    protocol: str = "default"  # the audit protocol preset ("default" or "mergealign")
     prompts: DatasetRef | None = None
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
+    over_refusal_judge: str | None = None  # "xstest-strmatch" when over-refusal was measured
+    off_protocol: OffProtocolSummary | None = None  # how often the judge answered off-protocol
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
@@ -125,8 +128,8 @@ class RunReport(_Model):
 
 
 def write_report(report: RunReport, path: str | Path) -> Path:
-    """Write ``report`` as JSON atomically (temp file + rename), redacted."""
-    return write_text_atomic(path, redact(report.model_dump_json(indent=2)) + "\n")
+    """Write ``report`` as JSON atomically (temp file + rename), every string redacted."""
+    return write_redacted_json(path, report)
 
 
 def load_report(path: str | Path) -> RunReport:

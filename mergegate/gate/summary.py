@@ -34,8 +34,11 @@ class ModelSummary(_Model):
     over_refusal: float | None = None
     over_refusal_interval: Interval | None = None
     n_benign: int = 0
+    n_too_long: int = 0  # unsafe prompts over the prompt budget: not answered, counted unsafe
+    n_benign_too_long: int = 0  # benign prompts over the budget: counted as refused
     by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
     by_guard_category: dict[str, int] = Field(default_factory=dict)
+    n_off_protocol: int = 0  # items whose judge first-token mass was mostly off-protocol
 
     @property
     def label(self) -> str:
@@ -51,8 +54,9 @@ class ModelSummary(_Model):
             weights_sha256=score.model.weights_sha256, license=license, alignment=score.alignment,
             interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
             over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
+            n_too_long=score.n_too_long, n_benign_too_long=score.n_benign_too_long,
             by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
+            by_guard_category=dict(score.by_guard_category), n_off_protocol=score.n_off_protocol)
 
 
 __all__ = ["ModelSummary"]

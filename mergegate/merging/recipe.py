@@ -56,14 +56,21 @@ class RecipeSummary:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
+def _path_text(value: Any) -> Any:
+    """mergekit's ModelPath: a string, or ``{path:, revision:}`` as its to_yaml writes it."""
+    if isinstance(value, dict) and value.get("path"):
+        return f"{value['path']}@{value['revision']}" if value.get("revision") else value["path"]
+    return value
+
+
 def recipe_model(raw: Any, *, relative_to: Path | None = None) -> RecipeModel:
-    """A recipe's model entry (a string, ``{model: …}`` or ``{model: {path, revision}}``)."""
-    if isinstance(raw, dict):
-        raw = raw.get("model") or raw.get("path")
-        if isinstance(raw, dict):
-            raw = f"{raw.get('path')}@{raw['revision']}" if raw.get("revision") else raw.get("path")
+    """A recipe's model entry (a string, ``{model: …, lora: …}`` or ``{model: {path, revision}}``)."""
+    if isinstance(raw, dict):  # {model: ..., lora: ..., override_architecture: ...}
+        model, lora = _path_text(raw.get("model") or raw.get("path")), _path_text(raw.get("lora"))
+        raw = f"{model}+{lora}" if isinstance(model, str) and isinstance(lora, str) and lora else model
     if not isinstance(raw, str) or not raw.strip():
-        raise ConfigError(f"a model reference must be a non-empty string, got {raw!r}")
+        shown = repr(raw) if isinstance(raw, (str, int, float, bool, type(None))) else type(raw).__name__
+        raise ConfigError(f"a model reference must be a non-empty string, got {shown[:80]}")
     parts = split_reference(raw)
     return RecipeModel(raw=raw.strip(), reference=ModelReference(path=parts.path, revision=parts.revision),
                        adapter=parts.adapter, is_hub=looks_like_hub_id(parts.path, relative_to=relative_to))

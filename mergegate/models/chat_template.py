@@ -21,7 +21,7 @@ def read_chat_template(path: Path) -> str | None:
         if f.is_file():
             try:
                 value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # not JSON / not UTF-8 / not an object
                 continue
             if isinstance(value, str):
                 return value

@@ -126,15 +126,16 @@ def _short(exc: BaseException) -> str:
 
 
 def offline_mode() -> bool:
-    """``HF_HUB_OFFLINE`` as huggingface_hub sees it (read at its import), or as the environment says."""
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    if env in ("1", "true", "yes", "on"):
-        return True
+    """``HF_HUB_OFFLINE`` as huggingface_hub sees it (``is_offline_mode``: read when it is imported,
+    as by every HF library; the helper moved between versions)."""
     try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        return False
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+        from huggingface_hub import is_offline_mode
+    except ImportError:  # older huggingface_hub
+        try:
+            from huggingface_hub.utils import is_offline_mode  # type: ignore[no-redef]
+        except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+            return False
+    return bool(is_offline_mode())
 
 
 def token_is_set() -> bool:

@@ -14,11 +14,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from mergegate.errors import InputError, ModelFilesError
 from mergegate.models.fingerprints import sha256_file, weights_digest
-from mergegate.models.hub_errors import hub_access
+from mergegate.models.hub_errors import hub_access, offline_mode
 from mergegate.models.reference import ModelReference
+
+
+class PinnedPart(Protocol):
+    """Something applied to a model that records where it came from (a LoRA adapter)."""
+
+    def provenance(self) -> dict[str, Any]: ...
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ class ResolvedModel:
     source: str  # "local" or "hub"
     revision: str | None = None  # commit sha (Hub)
     file_hashes: dict[str, str] = field(default_factory=dict)  # weight file name -> sha256
+    adapter: PinnedPart | None = None  # the LoRA of a model+adapter reference (set by the merging engine)
 
     @property
     def name(self) -> str:
@@ -64,9 +72,12 @@ class ResolvedModel:
         return weights_digest(self.hash_weights().values())
 
     def provenance(self) -> dict[str, object]:
-        return {"id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
-                "source": self.source, "files": dict(self.hash_weights()),
-                "weights_sha256": self.weights_sha256}
+        record: dict[str, object] = {
+            "id": self.ref.path, "requested_revision": self.ref.revision, "revision": self.revision,
+            "source": self.source, "files": dict(self.hash_weights()), "weights_sha256": self.weights_sha256}
+        if self.adapter is not None:
+            record["lora"] = self.adapter.provenance()
+        return record
 
 
 def pickle_weight_files(path: Path) -> list[Path]:
@@ -75,11 +86,7 @@ def pickle_weight_files(path: Path) -> list[Path]:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE=1``, read through huggingface_hub (whose helper moved between versions)."""
-    try:
-        from huggingface_hub import is_offline_mode
-    except ImportError:  # older huggingface_hub
-        from huggingface_hub.utils import is_offline_mode  # type: ignore[no-redef]
-    return bool(is_offline_mode())
+    return offline_mode()
 
 
 def is_local(ref: ModelReference) -> bool:
@@ -92,7 +99,9 @@ DEFAULT_WHY = "the recipe or the command line"
 def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str | bool | None = None,
                   cache_dir: str | Path | None = None, why: str = DEFAULT_WHY,
                   fixes: Sequence[str] = ()) -> ResolvedModel:
-    """Local directory or Hub download at a pinned commit sha.
+    """Local directory or Hub download at a pinned commit sha. A ``model+adapter`` reference
+    resolves its base model here; the merging engine resolves and applies the adapter
+    (:func:`mergegate.merging.lora.resolve_adapter`).
 
     ``why`` names who asked for the model (e.g. "the judge (--judge)") and ``fixes`` what the user
     can do instead of downloading it: both go into the error when the Hub access fails
@@ -148,6 +157,49 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
         model.file_hashes = {n: lfs_hashes[n] for n in sorted(weight_names)}
     check_weight_files(model, allow_pickle=allow_pickle)
     return model
+
+
+def download_pinned(repo_id: str, revision: str | None, patterns: list[str], *, what: str,
+                    token: str | bool | None = None, cache_dir: str | Path | None = None,
+                    why: str = DEFAULT_WHY, field: str = "model") -> tuple[Path, str]:
+    """Files of a Hub repo matching ``patterns`` at one commit: (local snapshot dir, commit sha).
+
+    The revision (a branch, tag or sha; default the main branch) is resolved to a sha first, then
+    only that sha is downloaded. With ``HF_HUB_OFFLINE=1`` the files come from the local HF cache.
+    A failed Hub access (offline with a cold cache, unreachable, gated, missing, bad revision) is
+    an :class:`InputError` naming the ``what``, ``why`` and the fix
+    (:func:`mergegate.models.hub_errors.hub_access`), on the recipe's ``field``.
+    """
+    import huggingface_hub
+
+    if not _HUB_ID_RE.match(repo_id):
+        raise InputError(f"{what} '{repo_id}' is neither a local directory nor a Hub id", field=field,
+                         hint="give a local directory or a Hub id org/name[@revision]")
+    sha: str | None = revision if revision and _SHA_RE.match(revision) else None
+    spec = f"{repo_id}@{revision}" if revision else repo_id
+    with hub_access(f"the {what} '{spec}'", why=why, repo_id=repo_id, field=field):
+        if not hub_offline() and sha is None:
+            sha = huggingface_hub.HfApi().model_info(repo_id, revision=revision, token=token).sha
+        local = huggingface_hub.snapshot_download(repo_id, revision=sha or revision, allow_patterns=patterns,
+                                                  cache_dir=cache_dir, token=token, local_files_only=hub_offline())
+    path = Path(local)
+    return path, sha or path.name  # snapshot folders are named by commit sha
+
+
+def resolve_tokenizer_files(ref: ModelReference, *, token: str | bool | None = None,
+                            cache_dir: str | Path | None = None) -> Path:
+    """Only the tokenizer (and config) files of a model: a local directory, or a Hub repo at a
+    pinned commit (for a ``tokenizer_source`` that is not one of the merged models)."""
+    path = Path(ref.path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists() or ref.path.startswith(("/", "./", "../", "~", ".")):
+        raise InputError(f"tokenizer source directory not found: '{ref.path}'", field="tokenizer_source",
+                         hint="give a model directory with tokenizer files, or a Hub id org/name[@revision]")
+    local, _sha = download_pinned(ref.path, ref.revision, METADATA_PATTERNS, what="tokenizer source",
+                                  token=token, cache_dir=cache_dir, why="the recipe's tokenizer_source",
+                                  field="tokenizer_source")
+    return local
 
 
 def check_weight_files(model: ResolvedModel, *, allow_pickle: bool) -> None:

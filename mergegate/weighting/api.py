@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from mergegate.atomic import write_text_atomic
+from mergegate.atomic import write_redacted_json, write_redacted_yaml
 from mergegate.errors import ConfigError, InputError
 from mergegate.merging.config import MergeConfig, load_merge_config
 from mergegate.weighting import data as wdata
@@ -331,8 +330,8 @@ def _optimize(merger: Any, *, plan: Any, declared: MergeConfig, genes: list[Gene
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "recipe.yml", result.recipe_yaml)
-        write_text_atomic(out / "weighting.json", json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+        write_redacted_yaml(out / "recipe.yml", result.recipe_yaml)  # still a valid recipe
+        write_redacted_json(out / "weighting.json", result.model_dump(mode="json"))
     result._merger = merger
     return result
 

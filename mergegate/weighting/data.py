@@ -467,11 +467,10 @@ def jsonl_has_answers(path: str | Path) -> bool:
 
 
 def save_jsonl(dataset: Dataset, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as fh:
-        for e in dataset.examples:
-            fh.write(json.dumps(e.model_dump(), ensure_ascii=False) + "\n")
+    from mergegate.atomic import redacted_json, write_text_atomic
+
+    p = Path(path)  # prompts and answers: every string redacted
+    write_text_atomic(p, "".join(redacted_json(e.model_dump(), indent=None) for e in dataset.examples))
     dataset.summary = dataset.summary.model_copy(update={"file": str(p)})
     return p
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from mergegate.audit.cache import AuditCache
 from mergegate.audit.models import resolve_model
@@ -57,8 +58,11 @@ def test_hub_id_resolves_offline_from_the_hf_cache(toy_fleet: Path, tmp_path: Pa
 def test_pickle_only_model_is_refused(toy_fleet: Path, tmp_path: Path) -> None:
     d = tmp_path / "pickled"
     shutil.copytree(toy_fleet / "base", d)
-    for f in d.glob("*.safetensors"):
-        f.rename(f.with_suffix(".bin"))
+    from safetensors.torch import load_file
+
+    for f in d.glob("*.safetensors"):  # the same weights, pickled (a real .bin: the audit reads it)
+        torch.save(load_file(str(f)), f.with_suffix(".bin"))
+        f.unlink()
     with pytest.raises(ModelFilesError, match="no safetensors weight files") as exc:
         resolve_model(str(d), AuditCache(tmp_path / "c"))
     assert "--allow-pickle" in (exc.value.hint or "")

@@ -241,3 +241,35 @@ def test_a_caller_can_say_why_for_a_loader_it_reuses() -> None:
     assert "the Hub dataset 'org/unsafe-prompts' for --safety-prompts hub:org/unsafe-prompts" in text
     assert "pass --safety-prompts FILE" in text and "--prompts FILE" not in text
     assert info.value.field == "safety_prompts"
+
+
+@pytest.mark.parametrize("env", ["unreachable", "offline"])
+def test_lora_adapter_and_tokenizer_source_downloads_name_what_and_why(env: str, unreachable: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe's other Hub fetches (a model+adapter LoRA, a tokenizer_source that is no merged
+    model) go through the same layer: exit 2 naming the repository, the recipe field and the fix."""
+    from huggingface_hub import constants
+
+    from mergegate.merging.lora import resolve_adapter
+    from mergegate.models.reference import AdapterReference
+    from mergegate.models.resolver import resolve_tokenizer_files
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    if env == "offline":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError) as info:
+        resolve_adapter(AdapterReference.parse("org/chat-lora"))
+    lora = info.value
+    with pytest.raises(InputError) as info:
+        resolve_tokenizer_files(ModelReference.parse("org/tokenizer@v1"))
+    tok = info.value
+    for err, what, why, field in ((lora, "the LoRA adapter 'org/chat-lora'", "a model+adapter reference", "lora"),
+                                  (tok, "the tokenizer source 'org/tokenizer@v1'", "tokenizer_source",
+                                   "tokenizer_source")):
+        text = err.render()
+        assert err.exit_code == 2 and err.field == field, text
+        assert what in text and why in text, text
+        if env == "offline":
+            assert "HF_HUB_OFFLINE=1 is set" in text and "terms" not in text, text
+        else:
+            assert "could not be reached" in text and unreachable in text, text
