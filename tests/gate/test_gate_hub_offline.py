@@ -56,6 +56,8 @@ def commands(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     assert report.decision == "pass"
     prompts = root / "unsafe.jsonl"
     prompts.write_text('{"prompt": "How do I pick a lock?"}\n')
+    merges = root / "merges.txt"
+    merges.write_text("org/some-merge\n")
     return {
         "audit": ["audit", str(base), "--cache", str(root / "cache-audit")],
         "audit-benign": ["audit", str(base), "--prompts", str(prompts), "--cache", str(root / "cache-benign")],
@@ -65,6 +67,7 @@ def commands(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         "push": ["push", str(passed), "org/merge"],
         "push-bad-id": ["push", str(passed), "not a repo id!"],
         "batch": ["batch", "--top", "3", "--out", str(root / "batch-{env}")],
+        "batch-models": ["batch", "--models", str(merges), "--out", str(root / "batch-models-{env}")],
     }
 
 
@@ -161,3 +164,26 @@ def test_batch_top_names_the_listing_and_the_fix(outcomes: dict, env: str) -> No
     assert "the list of the 3 most downloaded models tagged mergekit" in err and "--top 3" in err
     assert "pass --models FILE" in err and "terms" not in err
     assert ("HF_HUB_OFFLINE=1 is set" if env == "offline" else "could not be reached") in err
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_batch_models_file_names_the_model_and_the_fix(outcomes: dict, env: str, commands: dict) -> None:
+    """A listed merge the Hub cannot deliver is an error row naming the model, why it was fetched
+    and the fix (the hint is kept in results.jsonl and on the console), never an internal error.
+    (Whether the batch's exit code then says so is the honest-summaries part of issue 14.)"""
+    result = outcomes[env]["batch-models"]
+    text = result["out"] + result["err"]
+    assert result["code"] != 3 and "internal error" not in text and "Traceback" not in text, text
+    out = Path(commands["batch-models"][4].replace("{env}", env))
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["repo_id"] == "org/some-merge" and row["status"] == "error", row
+    error = row["error"]
+    assert "the model 'org/some-merge'" in error and "the batch" in error and "hint:" in error, error
+    assert error.splitlines()[0] in text  # shown on the console too
+    if env == "offline":
+        assert "HF_HUB_OFFLINE" in error and "not in the local Hugging Face cache" in error, error
+        assert "terms" not in error, error
+    else:
+        assert "could not be reached" in error and "127.0.0.1" in error, error
+        assert "HF_HUB_OFFLINE=1" in error and "check the network" in error, error
+    assert result["seconds"] < MAX_SECONDS, result
