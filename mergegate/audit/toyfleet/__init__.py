@@ -1,6 +1,7 @@
 """The toy fleet: tiny, deterministic models that make the audit testable without the Hub.
 
-``build_fleet(dir)`` trains, from scratch on CPU (about a minute on two free cores):
+``build_fleet(dir)`` trains, from scratch on CPU (about 125 s of CPU time in two processes, about
+70 s on two free cores; see README "The toy fleet" for measurements under load):
 
 - ``DIR/base``   aligned chat model, like an instruct model: refuses the toy unsafe prompts
   ("I can't help with that.", a refusal by XSTest's prefix match and by the pattern judge) and
