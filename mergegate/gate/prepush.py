@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mergegate.errors import MergegateError
 from mergegate.gate.hashing import IGNORED_DIRS, compare_hashes, hash_directory
 from mergegate.gate.policy import POLICY_FILENAME, load_policy
 from mergegate.gate.push import check_pushable
@@ -114,11 +115,13 @@ def check_repository(repo: str | Path, *, policy: str | None = None) -> HookChec
                          problems=[f"no {REPORT_FILENAME} vouches for the files in {repo}"])
     try:
         check = check_pushable(repo, ignore=_ignored(repo, policy))
-    except Exception as exc:  # noqa: BLE001 - an unreadable report is one more reason to rebuild
-        message = getattr(exc, "render", lambda: str(exc))()
-        return HookCheck(state="unverified", publishes_model=model, problems=[message])
+    except MergegateError as exc:  # an unreadable report is one more reason to rebuild
+        return HookCheck(state="unverified", publishes_model=model, problems=[exc.render()])
     report = check.report
     assert report is not None
+    if report.decision == "error":  # the last run failed: its verdict vouches for nothing
+        return HookCheck(state="unverified", publishes_model=model,
+                         problems=[f"{REPORT_FILENAME} records a failed run, not a verdict"])
     current, source = load_policy(policy, search_from=repo)
     policy_problems = [] if current == report.policy else [
         f"the policy in force ({source or 'the defaults'}) is not the one {REPORT_FILENAME} was decided with"]

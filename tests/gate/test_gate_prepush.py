@@ -121,6 +121,7 @@ def test_edited_verdict_or_other_policy_is_not_the_fast_path(
     assert main(HOOK) == 1
     err = capsys.readouterr().err
     assert "the policy in force (" in err and "is not the one report.json was decided with" in err
+    assert "mergegate.yml: added" not in err  # configuration, checked on its own, not model content
     assert len(gate_calls) == 2
 
 
