@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
-        progress=not (args.no_progress or getattr(args, "quiet", False)), judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
+        progress=not (args.no_progress or getattr(args, "quiet", False)), judge_protocol=args.judge_protocol,
+        allow_pickle=args.allow_pickle,
         protocol=args.protocol, max_prompt_tokens=args.max_prompt_tokens)
     from mergegate.atomic import redacted_json, write_redacted_json
     from mergegate.redact import redact

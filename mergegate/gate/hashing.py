@@ -40,7 +40,8 @@ def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
     """
     directory = Path(directory)
     # what is on disk now, never a cached value
-    return {name: sha256_file(directory / name, use_cache=False) for name in list_directory(directory, exclude=exclude, ignore=ignore)}
+    return {name: sha256_file(directory / name, use_cache=False)
+            for name in list_directory(directory, exclude=exclude, ignore=ignore)}
 
 
 def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str]:

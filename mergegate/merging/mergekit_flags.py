@@ -46,9 +46,11 @@ MERGEKIT_FLAGS: tuple[MergekitFlag, ...] = (
     MergekitFlag("gpu_rich", ("--gpu-rich",), "alias",
                  "--gpu-rich: same as --device cuda (mergegate streams tensors one at a time, so "
                  "mergekit's low-cpu-memory/read-to-gpu/multi-gpu parts of it do not apply)"),
-    MergekitFlag("random_seed", ("--random-seed",), "alias", "--random-seed: same as --seed", takes_value=True, integer=True),
+    MergekitFlag("random_seed", ("--random-seed",), "alias", "--random-seed: same as --seed", takes_value=True,
+                 integer=True),
     MergekitFlag("write_model_card", ("--write-model-card",), "alias",
-                 "--no-write-model-card: no README.md model card is written (the default writes mergekit's)", boolean=True),
+                 "--no-write-model-card: no README.md model card is written (the default writes mergekit's)",
+                 boolean=True),
     MergekitFlag("copy_tokenizer", ("--copy-tokenizer",), "noop",
                  "--copy-tokenizer/--no-copy-tokenizer: no effect; mergegate always writes the output's "
                  "tokenizer files (mergekit's default)", boolean=True),
@@ -77,7 +79,8 @@ MERGEKIT_FLAGS: tuple[MergekitFlag, ...] = (
                  "nothing is cached", takes_value=True),
     MergekitFlag("lora_merge_dtype", ("--lora-merge-dtype",), "refuse",
                  "--lora-merge-dtype is not supported: the adapter delta is computed in float32 and added "
-                 "to the model's weights in their load dtype, as peft/transformers load them (drop the flag)", takes_value=True),
+                 "to the model's weights in their load dtype, as peft/transformers load them (drop the flag)",
+                 takes_value=True),
     MergekitFlag("low_cpu_memory", ("--low-cpu-memory",), "noop",
                  "--low-cpu-memory: no effect; mergegate streams one tensor at a time", boolean=True),
     MergekitFlag("read_to_gpu", ("--read-to-gpu",), "noop",

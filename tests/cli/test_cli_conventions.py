@@ -98,8 +98,8 @@ def test_run_quiet_prints_only_the_verdict(tmp_path: Path, monkeypatch: pytest.M
 
     def run_gate(config, out, **kwargs):  # noqa: ANN001, ANN003, ANN202
         assert kwargs["progress"] is False
-        return RunReport(name="m", decision="error", reasons=["x"], error={"stage": "merge", "type": "MergeFailure", "message": "boom",
-                                                                          "exit_code": 3})
+        return RunReport(name="m", decision="error", reasons=["x"],
+                         error={"stage": "merge", "type": "MergeFailure", "message": "boom", "exit_code": 3})
 
     monkeypatch.setattr(pipeline, "run_gate", run_gate)
     code = main(["run", str(tmp_path / "c.yml"), "--out", str(tmp_path / "o"), "--quiet"])
