@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Rebuild the merge declared in CONFIG into DIR, audit every constituent and the "
         "merge on the same prompts, apply the policy and write DIR/README.md (model card), "
         "DIR/report.json and a chart. Exit 0 pass, 1 blocked, 2 bad input, 3 failure.")
+    add_run_arguments(p)
+    p.set_defaults(handler=gate_command)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``run`` (also taken by ``pre-push``, which runs the gate when it must)."""
     p.add_argument("config", help="mergekit recipe (mergekit_config.yml, or a README.md holding one)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: new, empty, or a previous output of mergegate or mergekit-yaml "
@@ -46,33 +52,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="PR comment: keep one sticky comment (update), post one per run (new), or none")
     gh.add_argument("--no-check-run", dest="check_run", action="store_false", default=True,
                     help="do not create a check run")
-    p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def gate_command(args: argparse.Namespace) -> int:
+    """Run the gate with the parsed ``run`` arguments, print the summary; returns the exit code."""
     from mergegate.gate.card import scrub
     from mergegate.gate.github import annotation, in_github_actions, publish
     from mergegate.gate.pipeline import report_written, run_gate, summary_lines
     from mergegate.gate.report import write_report
 
+    quiet = getattr(args, "quiet", False)
     resolve_protocol_args(args)
     report = run_gate(
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
         max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
         batch_size=args.batch_size,
-        name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
+        name=args.name, card=not args.no_card, progress=sys.stderr.isatty() and not quiet,
+        weighting=args.weighting,
         weighting_options=_weighting_options(args), protocol=args.protocol)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
-    for line in summary_lines(report):
+    for line in summary_lines(report)[:1] if quiet else summary_lines(report):
         print(line, file=human)
     written = report_written(report, args.out)  # ~ and $VARS expanded as run_gate did
     if report.decision == "error" and report.error:
         print(scrub(f"mergegate: error: {report.error.message}"), file=sys.stderr)
-    elif report.card and written:
+    elif report.card and written and not quiet:
         print(scrub(f"card: {written.parent / report.card}"), file=human)
-    if written:
+    if written and not quiet:
         print(scrub(f"report: {written}"), file=human)
     if args.json:
         if to_stdout:

@@ -19,7 +19,6 @@ from mergegate.gate.card_metadata import (CARD_TAGS, EVAL_RESULTS_PATH, build_ca
                                           dataset_label, write_eval_results)
 from mergegate.gate.card_metadata import judge_name as _judge_name
 from mergegate.gate.decision import RuleResult
-from mergegate.gate.methods import method_info
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
 from mergegate.models import looks_like_hub_id
 from mergegate.redact import redact
@@ -163,6 +162,8 @@ def card_context(report: RunReport) -> dict[str, Any]:
     merged = report.merged
     if merged is None or report.gate is None or report.decision == "error":
         raise MergegateError("refusing to render a card for a run that did not reach a decision")
+    from mergegate.gate.methods import method_info  # the method table imports the merge engine (torch)
+
     info = method_info(report.merge.method if report.merge else None)
     method_md = f"[{info.pretty_name}]({info.reference_url})" if info.reference_url else info.pretty_name
     base_md = None

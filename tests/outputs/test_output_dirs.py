@@ -220,7 +220,9 @@ def test_previous_mergekit_output_is_accepted(tmp_path: Path, recipe: Path, mode
     assert check_output_dir(out).previous == "mergekit-yaml"
     code, text = merge(recipe, out, capsys)
     assert code == 0, text
-    assert (out / "mergegate_provenance.json").is_file() and not (out / "README.md").exists()
+    # replaced whole: mergekit's card is now the one `mergegate merge` writes (same structure)
+    assert (out / "mergegate_provenance.json").is_file()
+    assert (out / "README.md").read_text().startswith("---\nbase_model: []\nlibrary_name: transformers\n")
 
 
 def test_output_overlapping_an_input_model_is_refused(tmp_path: Path, models: tuple[Path, Path],
