@@ -34,6 +34,8 @@ from mergegate.audit.results import (
 )
 from mergegate.audit.scoring import compare_scores, score_model
 from mergegate.errors import InputError
+from mergegate.progress import bar as progress_bar
+from mergegate.progress import note as progress_note
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,8 @@ NOT_ANSWERED = Verdict(unsafe=True, p_unsafe=1.0, categories=())
 
 
 def _progress(progress: bool, total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="prompt", file=sys.stderr, leave=False,
-                disable=not (progress and sys.stderr.isatty()) or total == 0)
+    """tqdm on a terminal, a line every ~15 s in a log (:mod:`mergegate.progress`)."""
+    return progress_bar(total, desc, unit="prompt", enabled=progress)
 
 
 def _read_template(chat_template: str | None) -> str | None:
@@ -87,6 +87,8 @@ def _answers(model: ResolvedModel, prompts: list[str], *, cache: AuditCache, set
     found = cache.get_answers(model.key, settings_key, prompts)
     missing = [p for p in dict.fromkeys(prompts) if p not in found]
     if not missing:
+        progress_note(f"generate {Path(model.display).name}: all {len(found)} answers from the cache",
+                      enabled=progress)
         return found
     if chat_template is None and read_chat_template(model.path) is None:
         raise InputError("the model has no chat template", source=model.display, field="chat_template",
@@ -289,6 +291,8 @@ def judge_pairs(jm: ResolvedModel, judge_id: str, pairs: list[tuple[str, str]], 
         f"{jm.key}:{proto}:{THRESHOLD}:{scoring}:{bos}:{JUDGE_KEY_VERSION}".encode()).hexdigest()
     found = store.get_verdicts(judge_key, unique)
     missing = [pr for pr in unique if pr not in found]
+    if not missing:
+        progress_note(f"judge: all {len(found)} verdicts from the cache", enabled=progress)
     ref = JudgeRef(id=judge_id, revision=jm.ref.revision, protocol=proto, scoring=scoring,
                    categories=judge_categories(jm, judge_id, proto))
     if missing:

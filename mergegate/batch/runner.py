@@ -83,6 +83,30 @@ class BatchSummary:
     def failed(self) -> list[BatchRecord]:
         return [r for r in self.processed if r.status == "failed"]
 
+    @property
+    def errors(self) -> list[BatchRecord]:
+        """Merges of this run that could not be audited: ``error`` (bad recipe or files) or ``failed``."""
+        return [r for r in self.processed if r.status in ("error", "failed")]
+
+    @property
+    def audited(self) -> list[BatchRecord]:
+        return [r for r in self.processed if r.status == "audited"]
+
+    @property
+    def exit_code(self) -> int:
+        """0: every merge of this run audited (or without a recipe); 3: one failed unexpectedly;
+        2: one could not be audited (its recipe, files or references are bad)."""
+        if self.failed:
+            return 3
+        return 2 if self.errors else 0
+
+    def summary_line(self) -> str:
+        no_recipe = sum(1 for r in self.processed if r.status == "no recipe")
+        text = f"audited {len(self.audited)}, errors {len(self.errors)}"
+        if no_recipe:
+            text += f", no recipe {no_recipe}"
+        return text + f", already done {len(self.skipped)}"
+
 
 def _scored(score: Any, spec: str) -> ScoredModel:
     repo_id, _, rev = spec.partition("@")

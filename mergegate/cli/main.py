@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    from mergegate.progress import quiet_library_bars
+
+    quiet_library_bars()  # in a log: mergegate's own progress lines, not the libraries' bars
     debug = os.environ.get("MERGEGATE_DEBUG") == "1"
     try:
         return int(args.handler(args) or 0)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mergegate.gate.push import check_pushable, push
-    from mergegate.redact import redact
+    from mergegate.redact import redact, scrub
 
     if args.check_only:
         check = check_pushable(args.dir)
@@ -38,6 +38,8 @@ def _run(args: argparse.Namespace) -> int:
         print(redact(f"mergegate: refusing to push {args.dir}:"), file=sys.stderr)
         for problem in check.problems:
             print(f"  - {redact(problem)}", file=sys.stderr)
+        for hint in check.hints:
+            print(f"  hint: {scrub(hint)}", file=sys.stderr)
         return 1
     if info is None:
         print(redact(f"{args.dir}: pass, and every file matches the audited hashes"))
