@@ -100,10 +100,11 @@ def check_judge(judge: str, *, store: AuditCache, judge_protocol: str | None = N
         protocol = _check_protocol(model, judge, judge_protocol=judge_protocol,
                                    trust_remote_code=trust_remote_code)
     except (InputError, AuditError) as exc:
-        error = _with_option(exc, option, hint)
         if isinstance(exc, AuditError):  # a judge that cannot speak the protocol is a bad --judge
-            error = InputError(exc.message, source=exc.source, field=option, hint=exc.hint or hint)
-        raise error from None
+            raise InputError(exc.message, source=exc.source, field=option, hint=exc.hint or hint) from None
+        if exc.field == "model":  # resolve_model's words for a model: say what a judge must be
+            raise InputError(exc.message, source=exc.source, field=option, hint=hint) from None
+        raise _with_option(exc, option, hint) from None
     return JudgeCheck(id=judge, protocol=protocol, path=model.path, revision=model.ref.revision)
 
 

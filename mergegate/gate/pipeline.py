@@ -49,7 +49,7 @@ from mergegate.gate.report import (
     load_report,
     write_report,
 )
-from mergegate.gate.preflight import audit_target, check_run_inputs, local_model_path
+from mergegate.gate.preflight import audit_target, check_run_inputs, local_model_path, weighting_note
 from mergegate.merging.recipe import RecipeModel, RecipeSummary, read_recipe
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,7 @@ def run_gate(
     merge_fn: MergeFn | None = None,
     audit_fn: AuditFn | None = None,
     protocol: str | None = None,
+    check_inputs: bool | None = None,
 ) -> RunReport:
     """Rebuild the merge declared in ``config`` into ``out_dir``, audit it, decide and report.
 
@@ -192,6 +193,10 @@ def run_gate(
             ``expert_prompts``, ``budget``, ``alpha``, ``k``, ...).
         merge_fn, audit_fn: replacements for ``mergegate.merging.run_merge`` and
             ``mergegate.audit.audit_models`` (tests, alternative engines).
+        check_inputs: check the prompt sets, the judge and the weighting options before anything
+            is merged (:func:`mergegate.gate.preflight.check_run_inputs`, stage ``preflight``).
+            Default: when the real audit runs (``audit_fn`` is None); a replacement audit engine
+            takes its own inputs.
 
     Returns:
         The :class:`RunReport`, also written to ``out_dir/report.json``. Never raises for a
@@ -244,10 +249,11 @@ def run_gate(
             stage = "preflight"  # prompts, judge, weighting options: checked before anything is merged
             stages.start("preflight", "prompts, benign set, judge" + (", weighting options"
                                                                        if weighting != "declared" else ""))
-            checked = check_run_inputs(recipe, prompts=prompts, benign=benign, judge=judge, limit=limit,
-                                       seed=seed, cache=cache, trust_remote_code=trust_remote_code,
-                                       weighting=weighting, weighting_options=weighting_options)
-            partial["notes"] = checked.notes
+            if check_inputs if check_inputs is not None else audit_fn is None:
+                checked = check_run_inputs(recipe, prompts=prompts, benign=benign, judge=judge, limit=limit,
+                                           seed=seed, cache=cache, trust_remote_code=trust_remote_code,
+                                           weighting=weighting, weighting_options=weighting_options)
+                partial["notes"] = checked.notes
             claim = stack.enter_context(target.claim(inputs=inputs))
             staging = claim.staging()  # the new output, swapped in once its verdict is written
 
@@ -263,6 +269,8 @@ def run_gate(
                                       cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                       options=weighting_options or {})
                 build_config = work / "weighting" / "recipe.yml"
+                note = weighting_note(weighting)  # the published weights are not the declared recipe's
+                partial["notes"] = [*partial.get("notes", []), *([note] if note not in partial.get("notes", []) else [])]
                 declared_target = str(work / "declared-merge")
                 merge(Path(config), Path(declared_target), device=device, seed=seed)
                 partial["merge"] = partial["merge"].model_copy(update={
@@ -281,10 +289,10 @@ def run_gate(
                 shutil.copytree(work / "weighting", staging / "weighting")
 
             stage = "audit"
-            stages.start("audit", f"{len(targets) + len(extra_targets) + 1} model(s): generate, judge, score")
             audit_models = audit_fn or _default_audit_fn()
             merged_target = str(staging)
             extra_targets = [declared_target] if declared_target else []
+            stages.start("audit", f"{len(targets) + len(extra_targets) + 1} model(s): generate, judge, score")
             log.info("auditing %d constituent(s) and the merge", len(targets))
             audit_kwargs: dict[str, Any] = {"protocol": preset.name} if preset.name != "default" else {}
             audit = audit_models(
