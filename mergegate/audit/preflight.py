@@ -77,8 +77,11 @@ def check_prompts(source: str, *, limit: int | None, seed: int, benign: bool = F
     try:
         full = load_prompts(source, seed=seed, benign=benign)
     except InputError as exc:
-        raise _with_option(exc, option, PROMPT_SOURCES_HINT
-                           + ("; or --benign none to skip over-refusal" if benign else "")) from None
+        hint = exc.hint or PROMPT_SOURCES_HINT
+        if benign:
+            hint = ("give 'xstest' or a .jsonl/.jsonl.gz/.csv/.parquet file with a 'prompt' column"
+                    if hint.startswith("give 'beavertails'") else hint) + "; or --benign none to skip over-refusal"
+        raise InputError(exc.message, source=exc.source, field=option, hint=hint) from None
     used = len(full) if limit is None else min(limit, len(full))
     return PromptCheck(source=source, available=len(full), used=used, limit=limit, prompts=full)
 
