@@ -103,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
             enable_progress_bars()
     print(f"{summary.summary_line()}; {len(summary.records)} merge(s) in {args.out}/results.jsonl, results.csv, "
           "leaderboard.html")
-    for rec in summary.errors:
-        first = (rec.error or rec.status).splitlines()[0]
-        print(f"  {rec.status}: {rec.repo_id}: {first}", file=sys.stderr)
     return summary.exit_code
 
 

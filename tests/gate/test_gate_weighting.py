@@ -47,6 +47,8 @@ def test_evomm_turns_a_blocked_declared_merge_into_a_passing_one(fleet: Path, tm
         assert code == 0, report["reasons"]
         w = report["weighting"]
         assert w["strategy"] == "evomm" and w["evaluations"] == 60
+        # the substitution is said in the report (and on the console, from report.notes)
+        assert any("differ from the declared recipe" in note for note in report["notes"])
         assert w["declared"]["weights"] and w["optimized"]["weights"] != w["declared"]["weights"]
         assert w["optimized"]["alignment"] > w["declared"]["alignment"]
         assert w["optimized"]["alignment"] == report["merged"]["alignment"]
