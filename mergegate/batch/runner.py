@@ -63,6 +63,7 @@ class AuditOptions:
     batch_size: int | None = None
     cache: str | Path | None = None
     progress: bool = False
+    check_inputs: bool = False  # check prompts, benign set and judge once the merges are listed, before any audit
 
     def kwargs(self) -> dict[str, Any]:
         benign = None if self.benign is None or self.benign.lower() == "none" else self.benign
@@ -288,6 +289,14 @@ def _run_batch(out: Path, *, top: int | None, models_file: str | Path | None, fi
         options.cache = out / DEFAULT_CACHE_NAME
     targets = hub.take_shard(_targets(top, models_file, filter, token), shard_t)
     out.mkdir(parents=True, exist_ok=True)
+    if options.check_inputs and targets:  # a bad prompt set or judge fails now, not at the first merge's audit
+        from mergegate.audit.preflight import check_audit_inputs
+
+        checked = check_audit_inputs(prompts=options.prompts, benign=options.benign, judge=options.judge,
+                                     limit=options.limit,
+                                     seed=options.seed, cache=options.cache)
+        for note in checked.notes:
+            log.warning("%s", note)
     jsonl = out / RESULTS_JSONL
     done = {r.key for r in latest(read_records(jsonl)) if r.status in FINAL_STATUSES}
     ctx = _Context(out, options, rebuild=rebuild,

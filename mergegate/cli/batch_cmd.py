@@ -66,18 +66,12 @@ def run(args: argparse.Namespace) -> int:
                          hint="e.g. mergegate batch --top 20 --out leaderboard/")
     if args.filter and args.models:
         raise InputError("--filter applies to --top only", field="filter")
-    from mergegate.audit.preflight import check_audit_inputs
-
-    # prompts, benign set and judge checked before the first merge is listed, downloaded or loaded
-    checked = check_audit_inputs(prompts=args.prompts, benign=args.benign, judge=args.judge, limit=args.limit,
-                                 seed=args.seed, cache=args.cache)
-    for note in checked.notes:
-        print(f"mergegate: note: {note}", file=sys.stderr)
     options = AuditOptions(prompts=args.prompts, benign=args.benign, judge=args.judge, backend=args.backend,
                            device=args.device, limit=args.limit, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                            batch_size=args.batch_size, cache=args.cache,
-                           progress=True)  # bars on a terminal, lines in a log
+                           progress=True,  # bars on a terminal, lines in a log
+                           check_inputs=True)  # prompts, benign set, judge: before the first audit
 
     def show(rec) -> None:  # noqa: ANN001 - BatchRecord
         detail = rec.error or ""

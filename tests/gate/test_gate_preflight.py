@@ -146,7 +146,7 @@ def test_audit_checks_its_inputs_before_loading_a_model(toy_fleet: Path, tmp_pat
     assert code == 2 and "option '--benign'" in err
 
 
-def test_batch_checks_its_inputs_before_listing_merges(toy_fleet: Path, tmp_path: Path,
+def test_batch_checks_its_inputs_before_the_first_audit(toy_fleet: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "merges.txt"
     models.write_text("org/some-merge\n")
@@ -155,4 +155,4 @@ def test_batch_checks_its_inputs_before_listing_merges(toy_fleet: Path, tmp_path
                  *run_args(toy_fleet, **{"--prompts": str(tmp_path / "missing.jsonl")})][:-1])
     err = capsys.readouterr().err
     assert code == 2 and "option '--prompts'" in err
-    assert not out.exists()
+    assert not (out / "results.jsonl").exists()  # no merge was pinned, downloaded or audited
