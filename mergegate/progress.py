@@ -54,9 +54,9 @@ def _stream() -> TextIO:
 
 
 def _say(text: str) -> None:
-    from mergegate.redact import redact
+    from mergegate.redact import scrub
 
-    print(redact(text), file=_stream(), flush=True)
+    print(scrub(text), file=_stream(), flush=True)  # a log leaves the machine: no token, home as ~
 
 
 def _clock() -> str:
