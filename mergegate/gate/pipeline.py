@@ -267,7 +267,7 @@ def run_gate(
                 work = claim.staging("weighting")
                 optimized = _optimize(config, weighting, work, judge=judge, device=device, seed=seed,
                                       cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      options=weighting_options or {})
+                                      options=weighting_options or {}, progress=progress)
                 build_config = work / "weighting" / "recipe.yml"
                 note = weighting_note(weighting)  # the published weights are not the declared recipe's
                 partial["notes"] = [*partial.get("notes", []), *([note] if note not in partial.get("notes", []) else [])]
@@ -369,7 +369,8 @@ WEIGHTING_STRATEGIES = ("declared", "cocktail", "evomm")
 
 
 def _optimize(config: str | Path, strategy: str, work: Path, *, judge: str, device: str, seed: int,
-              cache: str | None, max_new_tokens: int, batch_size: int | None, options: dict[str, Any]) -> Any:
+              cache: str | None, max_new_tokens: int, batch_size: int | None, options: dict[str, Any],
+              progress: bool = False) -> Any:
     """Choose the merge weights with data; writes the optimized recipe and data under work/weighting."""
     if strategy not in WEIGHTING_STRATEGIES:
         raise ConfigError(f"unknown weighting '{strategy}'", field="weighting",
@@ -377,10 +378,25 @@ def _optimize(config: str | Path, strategy: str, work: Path, *, judge: str, devi
     from mergegate.weighting import optimize_recipe
     from mergegate.weighting.preflight import as_option_error
 
+    from mergegate.progress import bar as progress_bar
+
+    options = dict(options)
+    bars: list[Any] = []  # EvoMM evaluates exactly `budget` candidates: done/total, rate, ETA every ~15 s
+    if progress and strategy == "evomm" and "on_eval" not in options:
+        def on_eval(_ev: Any) -> None:
+            if not bars:  # opened at the first candidate: the data sets are built before
+                bars.append(progress_bar(int(options.get("budget", 100)), "weighting: EvoMM candidates",
+                                         unit="candidate"))
+            bars[0].update(1)
+
+        options["on_eval"] = on_eval
     try:
-        return optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
-                               cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               out_dir=work / "weighting", **options)
+        result = optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
+                                 cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 out_dir=work / "weighting", **options)
+        for bar in bars:
+            bar.close()
+        return result
     except MergegateError as exc:  # name `mergegate run`'s options, not optimize_recipe's keywords
         raise as_option_error(exc) from exc
 

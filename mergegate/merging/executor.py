@@ -11,7 +11,6 @@ order or device scheduling.
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
