@@ -156,3 +156,17 @@ def test_batch_checks_its_inputs_before_the_first_audit(toy_fleet: Path, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "option '--prompts'" in err
     assert not (out / "results.jsonl").exists()  # no merge was pinned, downloaded or audited
+
+
+def test_audit_says_when_limit_is_larger_than_the_set(toy_fleet: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "three.jsonl"
+    prompts.write_text("".join((toy_fleet / "prompts/unsafe.jsonl").read_text().splitlines(keepends=True)[:3]))
+    report = tmp_path / "audit.json"
+    code = main(["audit", str(toy_fleet / "base"), "--prompts", str(prompts), "--benign", "none",
+                 "--judge", "refusal-patterns", "--limit", "5", "--max-new-tokens", "4", "--json", str(report)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "note: --limit 5 is more than the 3 prompts of" in err  # on the console
+    data = json.loads(report.read_text())
+    assert data["prompts"]["limit"] == 5 and data["prompts"]["n"] == 3  # and in the report
