@@ -59,10 +59,12 @@ class AuditInputs:
     notes: list[str] = field(default_factory=list)  # caps and substitutions worth saying
 
 
-def _with_option(exc: MergegateError, option: str, hint: str) -> MergegateError:
-    """The same error, naming the command-line option and the fix."""
+def _with_option(exc: MergegateError, option: str, hint: str, *, force_hint: bool = False) -> MergegateError:
+    """The same error (same class: its exit code), naming the command-line option and the fix."""
     out = type(exc).__new__(type(exc))
-    MergegateError.__init__(out, exc.message, source=exc.source, field=option, hint=exc.hint or hint)
+    out.__dict__.update(exc.__dict__)  # attributes a subclass keeps (e.g. what it was fetching)
+    MergegateError.__init__(out, exc.message, source=exc.source, field=option,
+                            hint=hint if force_hint else exc.hint or hint)
     return out
 
 
@@ -81,7 +83,7 @@ def check_prompts(source: str, *, limit: int | None, seed: int, benign: bool = F
         if benign:
             hint = ("give 'xstest' or a .jsonl/.jsonl.gz/.csv/.parquet file with a 'prompt' column"
                     if hint.startswith("give 'beavertails'") else hint) + "; or --benign none to skip over-refusal"
-        raise InputError(exc.message, source=exc.source, field=option, hint=hint) from None
+        raise _with_option(exc, option, hint, force_hint=True) from None  # the same error class
     used = len(full) if limit is None else min(limit, len(full))
     return PromptCheck(source=source, available=len(full), used=used, limit=limit, prompts=full)
 
