@@ -419,7 +419,10 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
                          hint="check the file/split has non-empty 'prompt' values (and unsafe rows)")
     if limit is not None:
         prompts = stratified_sample(prompts, limit, seed)
+    if limit is not None and limit > len(prompts):
+        log.info("--limit %d is more than the %d prompts of %s: all of them are used", limit, len(prompts),
+                    source)
     ref = DatasetRef(source=source, revision=revision, split=split, n=len(prompts),
                      seed=seed if limit is not None else None, rows=stats.rows, kept=stats.kept,
-                     filter=stats.filter, deduplicated=dedupe)
+                     filter=stats.filter, deduplicated=dedupe, limit=limit)
     return PromptSet(prompts, ref)

@@ -76,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from mergegate.audit.api import audit_models
 
     resolve_protocol_args(args)
+    from mergegate.audit.preflight import check_audit_inputs
+
+    # prompts, benign set and judge checked before the first model is loaded
+    checked = check_audit_inputs(prompts=args.prompts, benign=args.benign, judge=args.judge, limit=args.limit,
+                                 seed=args.seed, cache=args.cache, judge_protocol=args.judge_protocol,
+                                 trust_remote_code=args.trust_remote_code)
+    for note in [] if getattr(args, "quiet", False) else checked.notes:
+        print(f"mergegate: note: {note}", file=sys.stderr)
     report = audit_models(
         args.models, prompts=args.prompts, benign=None if args.benign.lower() == "none" else args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,

@@ -102,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose and args.quiet:  # one before the subcommand, the other after it
         parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
     _configure_logging(args.verbose, args.quiet)
+    from mergegate.progress import quiet_library_bars
+
+    quiet_library_bars()  # in a log: mergegate's own progress lines, not the libraries' bars
     debug = os.environ.get("MERGEGATE_DEBUG") == "1"
     try:
         return int(args.handler(args) or 0)

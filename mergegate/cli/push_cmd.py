@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mergegate.gate.push import check_pushable, push, push_target
-    from mergegate.redact import redact
+    from mergegate.redact import redact, scrub
 
     target = push_target(args.repo_id, args.dir)
     if target.old_order and not args.quiet:
@@ -51,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         print(redact(f"mergegate: refusing to push {directory}:"), file=sys.stderr)
         for problem in check.problems:
             print(f"  - {redact(problem)}", file=sys.stderr)
+        for hint in check.hints:
+            print(f"  hint: {scrub(hint)}", file=sys.stderr)
         return 1
     if info is None:
         print(redact(f"{directory}: pass, and every file matches the audited hashes"))

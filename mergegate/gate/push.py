@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from mergegate.errors import InputError
 from mergegate.gate.hashing import compare_hashes, hash_directory, list_directory
-from mergegate.gate.report import REPORT_FILENAME, RunReport, load_report
+from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, REPORT_FILENAME, RunReport, load_report
 from mergegate.gate.verify import claim_problems
 from mergegate.outdir import PREVIOUS_REPORT_FILE, RUN_OUTPUT, OutputInUseError, check_output_dir, expand_path
 
@@ -50,6 +50,7 @@ class PushCheck:
     problems: list[str] = field(default_factory=list)
     # the part of ``problems`` about the files (changed, added, missing), not about the verdict
     file_problems: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # how to fix the problems
 
     @property
     def ok(self) -> bool:
@@ -96,8 +97,31 @@ def check_pushable(directory: str | Path, *, ignore: tuple[str, ...] = ()) -> Pu
     directory = expand_path(directory)
     report, _ = _read_report(directory)
     problems = _claim_problems(report, directory)
-    file_problems = compare_hashes(report.files, hash_directory(directory, ignore=ignore))
-    return PushCheck(report=report, problems=[*problems, *file_problems], file_problems=file_problems)
+    actual = hash_directory(directory, ignore=ignore)
+    file_problems = compare_hashes(report.files, actual)
+    return PushCheck(report=report, problems=[*problems, *file_problems], file_problems=file_problems,
+                     hints=fix_hints(report, actual, directory))
+
+
+RENDERED_FILES = (CARD_FILENAME, PLOT_FILENAME)  # derived from report.json by `mergegate card`
+
+
+def fix_hints(report: RunReport, actual: dict[str, str], directory: Path) -> list[str]:
+    """What to do about a refused push: re-render an edited card, or re-run."""
+    changed = {name for name in report.files.keys() | actual.keys() if report.files.get(name) != actual.get(name)}
+    hints = []
+    if report.decision == "error":
+        hints.append(f"fix the error above and run `mergegate run` again into {directory}")
+    elif report.decision != "pass":
+        hints.append("only a passing merge is pushed: change the recipe and run `mergegate run` again")
+    rendered = sorted(changed & {*RENDERED_FILES, *([report.plot] if report.plot else [])})
+    if rendered and report.decision == "pass":
+        hints.append(f"{', '.join(rendered)} changed since the audit: `mergegate card {directory} --out {directory}` "
+                     "re-renders them from report.json (edits to the card are not kept: put text in the recipe's "
+                     "README or edit the card after pushing)")
+    if changed - set(rendered) and report.decision == "pass":
+        hints.append("weights or other audited files changed: run `mergegate run` again to audit what you publish")
+    return hints
 
 
 def _copy_and_hash(src: Path, dst: Path) -> str:
@@ -158,7 +182,7 @@ def snapshot(directory: str | Path) -> Iterator[tuple[PushCheck, Path]]:
     report, report_bytes = _read_report(directory)
     problems = _claim_problems(report, directory)
     if problems:
-        yield PushCheck(report=report, problems=problems), directory
+        yield PushCheck(report=report, problems=problems, hints=fix_hints(report, report.files, directory)), directory
         return
     with _private_dir(directory) as snap:
         copied: dict[str, str] = {}
@@ -176,7 +200,7 @@ def snapshot(directory: str | Path) -> Iterator[tuple[PushCheck, Path]]:
         actual = {**copied, **{name: "(added)" for name in added}}
         problems.extend(compare_hashes(report.files, actual))
         (snap / REPORT_FILENAME).write_bytes(report_bytes)
-        yield PushCheck(report=report, problems=problems), snap
+        yield PushCheck(report=report, problems=problems, hints=fix_hints(report, actual, directory)), snap
 
 
 @dataclass(frozen=True)

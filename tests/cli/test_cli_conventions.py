@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,6 +36,9 @@ def fake_audit(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         return _audit_report()
 
     monkeypatch.setattr(api, "audit_models", audit_models)
+    import mergegate.audit.preflight as preflight  # the inputs check loads the real default sources
+
+    monkeypatch.setattr(preflight, "check_audit_inputs", lambda **kwargs: SimpleNamespace(notes=[]))
     return calls
 
 
