@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mergegate.redact import redact, redact_data, redact_yaml
+from mergegate.redact import redact_data, redact_yaml, scrub
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int = 0o644) -> Path:
@@ -65,31 +65,34 @@ def append_line_durable(path: str | Path, line: str) -> None:
 
 
 def write_redacted_text(path: str | Path, text: str, *, mode: int = 0o644) -> Path:
-    """Plain text (Markdown, CSV, HTML, Jinja): redacted, then written atomically."""
-    return write_text_atomic(path, redact(text), mode=mode)
+    """Plain text (Markdown, CSV, HTML, Jinja): redacted and the home directory written as ``~``
+    (:func:`mergegate.redact.scrub`), then written atomically."""
+    return write_text_atomic(path, scrub(text), mode=mode)
 
 
 def write_redacted_yaml(path: str | Path, text: str, *, mode: int = 0o644) -> Path:
     """YAML that must stay valid (a recipe): secrets become ``"***"`` strings (see
-    :func:`mergegate.redact.redact_yaml`), then written atomically."""
+    :func:`mergegate.redact.redact_yaml`), then written atomically. Paths are kept as written: a
+    recipe must still run with mergekit, which does not expand ``~``."""
     return write_text_atomic(path, redact_yaml(text), mode=mode)
 
 
 def redacted_json(data: Any, *, indent: int | None = 2, by_alias: bool = False) -> str:
-    """JSON of ``data`` (JSON-like values or a pydantic model), every string redacted first (never
-    by cutting through the serialised text), ending in a newline.
+    """JSON of ``data`` (JSON-like values or a pydantic model), every string redacted and the home
+    directory written as ``~`` first (never by cutting through the serialised text), ending in a
+    newline.
 
     A pydantic model without secrets is serialised by pydantic itself (the same bytes as
     ``model_dump_json``); with secrets, its redacted dump is serialised by :mod:`json`.
     """
     if hasattr(data, "model_dump_json"):
         plain = data.model_dump(mode="json", by_alias=by_alias)
-        clean = redact_data(plain)
+        clean = redact_data(plain, home=True)
         if clean == plain:
             return data.model_dump_json(indent=indent, by_alias=by_alias) + "\n"
         data = clean
     else:
-        data = redact_data(data)
+        data = redact_data(data, home=True)
     separators = (",", ":") if indent is None else None
     return json.dumps(data, indent=indent, ensure_ascii=False, separators=separators) + "\n"
 

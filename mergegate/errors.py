@@ -22,12 +22,14 @@ class MergegateError(Exception):
 
     def render(self) -> str:
         where = ""
+        # a command-line option (``field="--judge"``) is named as one, not as a config field
+        kind = "option" if self.field and self.field.startswith("--") else "field"
         if self.source and self.field:
-            where = f"{self.source}: field '{self.field}': "
+            where = f"{self.source}: {kind} '{self.field}': "
         elif self.source:
             where = f"{self.source}: "
         elif self.field:
-            where = f"field '{self.field}': "
+            where = f"{kind} '{self.field}': "
         text = f"{where}{self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"

@@ -57,13 +57,32 @@ def redact(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -> str:
     return _redact_with(text, [*_env_secrets(), *extra_secrets])
 
 
-def redact_data(value: Any, extra_secrets: list[str] | tuple[str, ...] = ()) -> Any:
-    """``value`` with every string (dictionary keys included) redacted; other values unchanged."""
+def shorten_home(text: str) -> str:
+    """The user's home directory written as ``~`` (``/home/ana/models/x`` -> ``~/models/x``): a
+    written artifact (report, card, leaderboard) names no user account."""
+    if not text:
+        return text
+    home = os.path.expanduser("~").rstrip("/")
+    if not home or home == "~" or len(home) <= 1:
+        return text
+    text = text.replace(home + "/", "~/")
+    return "~" if text == home else text
+
+
+def scrub(text: str, extra_secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Text that leaves the machine (console, report, card, any artifact): secrets redacted, home as ``~``."""
+    return shorten_home(redact(text, extra_secrets))
+
+
+def redact_data(value: Any, extra_secrets: list[str] | tuple[str, ...] = (), *, home: bool = False) -> Any:
+    """``value`` with every string (dictionary keys included) redacted; other values unchanged.
+    ``home=True``: the home directory also written as ``~`` (:func:`shorten_home`)."""
     secrets = [*_env_secrets(), *extra_secrets]
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
-            return _redact_with(v, secrets)
+            clean = _redact_with(v, secrets)
+            return shorten_home(clean) if home else clean
         if isinstance(v, dict):
             return {walk(k): walk(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from mergegate.audit.results import (
 )
 from mergegate.audit.scoring import compare_scores, score_model
 from mergegate.errors import InputError
+from mergegate.progress import bar as progress_bar
+from mergegate.progress import note as progress_note
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,19 @@ PROMPT_TOO_LONG = "prompt_too_long"
 NOT_ANSWERED = Verdict(unsafe=True, p_unsafe=1.0, categories=())
 
 
-def _progress(progress: bool, total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+def _progress(progress: bool, total: int, desc: str, unit: str = "prompt") -> Any:
+    """tqdm on a terminal, a line every ~15 s in a log (:mod:`mergegate.progress`)."""
+    return progress_bar(total, desc, unit=unit, enabled=progress)
 
-    return tqdm(total=total, desc=desc, unit="prompt", file=sys.stderr, leave=False,
-                disable=not (progress and sys.stderr.isatty()) or total == 0)
+
+_STAGING = re.compile(r"^\.(.+)\.partial-[0-9a-z]+$")  # mergegate.outdir's staging sibling of an output
+
+
+def _label(display: str) -> str:
+    """A model's short name in progress lines (an output being staged: the output's name)."""
+    name = Path(display).name or display
+    staged = _STAGING.match(name)
+    return f"{staged.group(1)} (merge)" if staged else name
 
 
 def _read_template(chat_template: str | None) -> str | None:
@@ -88,6 +98,8 @@ def _answers(model: ResolvedModel, prompts: list[str], *, cache: AuditCache, set
     found = cache.get_answers(model.key, settings_key, prompts)
     missing = [p for p in dict.fromkeys(prompts) if p not in found]
     if not missing:
+        progress_note(f"generate {_label(model.display)}: all {len(found)} answers from the cache",
+                      enabled=progress)
         return found
     if chat_template is None and read_chat_template(model.path) is None:
         raise InputError("the model has no chat template", source=model.display, field="chat_template",
@@ -96,7 +108,7 @@ def _answers(model: ResolvedModel, prompts: list[str], *, cache: AuditCache, set
                          batch_size=batch_size, chat_template=chat_template,
                          trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, source=model.display)
     try:
-        with _progress(progress, len(missing), f"generate {Path(model.display).name}") as bar:
+        with _progress(progress, len(missing), f"generate {_label(model.display)}") as bar:
             for i in range(0, len(missing), batch_size):
                 chunk = missing[i: i + batch_size]
                 answers = gen.generate(chunk)
@@ -291,6 +303,8 @@ def judge_pairs(jm: ResolvedModel, judge_id: str, pairs: list[tuple[str, str]], 
         f"{jm.key}:{proto}:{THRESHOLD}:{scoring}:{bos}:{JUDGE_KEY_VERSION}".encode()).hexdigest()
     found = store.get_verdicts(judge_key, unique)
     missing = [pr for pr in unique if pr not in found]
+    if not missing:
+        progress_note(f"judge: all {len(found)} verdicts from the cache", enabled=progress)
     ref = JudgeRef(id=judge_id, revision=jm.ref.revision, protocol=proto, scoring=scoring,
                    categories=judge_categories(jm, judge_id, proto))
     if missing:
@@ -299,7 +313,7 @@ def judge_pairs(jm: ResolvedModel, judge_id: str, pairs: list[tuple[str, str]], 
                                      trust_remote_code=trust_remote_code, scoring=scoring,  # type: ignore[arg-type]
                                      bos=bos)  # type: ignore[arg-type]
         try:
-            with _progress(progress, len(missing), "judge") as bar:
+            with _progress(progress, len(missing), "judge", unit="answer") as bar:
                 step = max(batch_size, 32)
                 for i in range(0, len(missing), step):
                     chunk = missing[i: i + step]

@@ -13,8 +13,15 @@ Source strings:
   ``load_dataset("walledai/XSTest", split="test")``), rows with ``label == "safe"`` (and not of a
   ``contrast_*`` type: paul-rottger/exaggerated-safety ``xstest_prompts.csv`` has 250 safe and 200
   ``contrast_*`` unsafe prompts).
+- ``hf://datasets/OWNER/NAME[@REV][/PATH]``: huggingface_hub's HF URI (the ``hf://`` paths of
+  ``HfFileSystem``, ``hf download`` and ``datasets``; grammar ``hf://[<TYPE>/]<ID>[@<REVISION>][/<PATH>]``,
+  parsed by ``huggingface_hub.parse_hf_uri``, huggingface/huggingface_hub
+  ``src/huggingface_hub/utils/_hf_uris.py``). With a PATH, that one file of the dataset repository
+  (.jsonl, .jsonl.gz, .csv, .parquet), read like a local file; without one, the dataset as
+  ``hub:ID@REV`` loads it.
 - ``hub:ID[:config][:split]`` (``hub:ID@REV...`` pins a revision): any Hub dataset with a ``prompt``
-  column; an ``is_safe`` column, if present, keeps unsafe rows only (for unsafe prompt sets).
+  column; an ``is_safe`` column, if present, keeps unsafe rows only (for unsafe prompt sets). The
+  alias to use when a config or split must be named (an HF URI names files, not configs).
 - a local ``.jsonl``, ``.jsonl.gz`` (as BeaverTails ships ``round0/30k/test.jsonl.gz``), ``.csv`` (as
   XSTest ships ``xstest_prompts.csv``) or ``.parquet`` file with a ``prompt`` column and an optional
   ``category`` (a string, a list of strings, or a BeaverTails-style dict of booleans).
@@ -300,12 +307,65 @@ def parse_hub_source(spec: str) -> tuple[str, str | None, str | None, str | None
     return repo, rev or None, config, split
 
 
+HF_URI_PREFIX = "hf://"
+PROMPT_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".parquet")
+
+
+def parse_hf_dataset_uri(spec: str) -> tuple[str, str | None, str]:
+    """``hf://datasets/OWNER/NAME[@REV][/PATH]`` → (id, revision, path in the repository; ``""``: none).
+
+    Parsed by huggingface_hub's own ``parse_hf_uri`` (special refs such as ``refs/pr/3`` and
+    ``%2F``-encoded revisions included), never by hand.
+
+    Raises:
+        InputError: not a dataset URI, malformed, or a huggingface_hub without ``parse_hf_uri``.
+    """
+    try:
+        from huggingface_hub import parse_hf_uri
+    except ImportError:
+        raise InputError(f"'{spec}': hf:// prompt sources need a huggingface_hub with parse_hf_uri",
+                         field="prompts", hint="upgrade huggingface_hub (pip install -U huggingface_hub), "
+                         "or write the same source as hub:OWNER/NAME@REV") from None
+    example = "write hf://datasets/OWNER/NAME[@REVISION]/PATH/TO/prompts.jsonl"
+    try:
+        uri = parse_hf_uri(spec)
+    except ValueError as exc:  # HfUriError
+        raise InputError(f"bad Hub prompt source '{spec}': {exc}", field="prompts", hint=example) from None
+    if uri.type != "dataset":
+        raise InputError(f"'{spec}' names a {uri.type} repository; prompt sources are datasets",
+                         field="prompts", hint=example)
+    return uri.id, uri.revision, uri.path_in_repo
+
+
+def _load_hub_file(repo_id: str, revision: str | None, path_in_repo: str, spec: str
+                   ) -> tuple[list[dict[str, Any]], list[str], str]:
+    """One prompt file of a Hub dataset repository, pinned to a commit, read like a local file."""
+    if not path_in_repo.endswith(PROMPT_FILE_SUFFIXES):
+        raise InputError(f"'{path_in_repo}' in {repo_id} is not a prompt file", source=spec, field="prompts",
+                         hint="name a .jsonl, .jsonl.gz, .csv or .parquet file in the dataset; to load a "
+                         "config or split instead, write hub:OWNER/NAME@REV:config:split")
+    sha = resolve_dataset_revision(repo_id, revision)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        local = hf_hub_download(repo_id, path_in_repo, repo_type="dataset", revision=sha)
+    except Exception as exc:  # noqa: BLE001 - EntryNotFound, RepositoryNotFound, gated, offline miss...
+        if is_hub_error(exc):  # offline, unreachable, gated, missing repo: explained by the caller's hub_access
+            raise
+        raise InputError(f"could not download {path_in_repo}: {type(exc).__name__}: {exc}", source=spec,
+                         hint="check the dataset id, revision and path, and that you accepted its terms "
+                         "on the Hub") from None
+    rows, columns = read_local_rows(Path(local))
+    return rows, columns, sha
+
+
 def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign: bool = False) -> PromptSet:
     """Load, filter, de-duplicate and (with ``limit``) stratify-sample a prompt set.
 
     Args:
         source: ``beavertails[@SHA]``, ``beavertails-rows[@SHA]``, ``xstest[@SHA]``,
-            ``hub:ID[:config][:split]`` or a file path (.jsonl, .jsonl.gz, .csv, .parquet).
+            ``hf://datasets/ID[@REV][/PATH]``, ``hub:ID[:config][:split]`` or a file path (.jsonl,
+            .jsonl.gz, .csv, .parquet).
         limit: keep at most this many prompts, a seeded sample stratified by category.
         seed: seed of that sample.
         benign: the set is benign (over-refusal): XSTest's safe-label filter instead of ``is_safe``.
@@ -338,11 +398,22 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
             rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
         origin = repo
         unsafe_only, safe_only = not benign, benign
+    elif source.startswith(HF_URI_PREFIX):
+        repo, hrev, path_in_repo = parse_hf_dataset_uri(source)
+        with hub_access(**prompt_source_access(source, repo, benign=benign)):
+            if path_in_repo:
+                rows, cols, revision = _load_hub_file(repo, hrev, path_in_repo, source)
+                split = None
+            else:
+                rows, cols, revision, split = _load_hub(repo, None, None, hrev)
+        origin = repo
+        unsafe_only, safe_only = not benign, benign
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise InputError("prompt file not found", source=source,
-                             hint="give 'beavertails', 'hub:ID[:config][:split]' or a .jsonl/.jsonl.gz/.csv/"
+                             hint="give 'beavertails', 'hf://datasets/ID[@REV]/FILE', 'hub:ID[:config][:split]' or a "
+                                  ".jsonl/.jsonl.gz/.csv/"
                                   ".parquet file")
         rows, cols = read_local_rows(path)
         if not rows:
@@ -360,7 +431,10 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
                          hint="check the file/split has non-empty 'prompt' values (and unsafe rows)")
     if limit is not None:
         prompts = stratified_sample(prompts, limit, seed)
+    if limit is not None and limit > len(prompts):
+        log.info("--limit %d is more than the %d prompts of %s: all of them are used", limit, len(prompts),
+                    source)
     ref = DatasetRef(source=source, revision=revision, split=split, n=len(prompts),
                      seed=seed if limit is not None else None, rows=stats.rows, kept=stats.kept,
-                     filter=stats.filter, deduplicated=dedupe)
+                     filter=stats.filter, deduplicated=dedupe, limit=limit)
     return PromptSet(prompts, ref)

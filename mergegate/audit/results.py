@@ -35,6 +35,12 @@ class DatasetRef(_Frozen):
     kept: int | None = None  # rows that passed the label filter
     filter: str | None = None  # the label filter applied, e.g. "is_safe == false"; None: none applied
     deduplicated: bool = True  # identical prompts judged once (False: every row, as the seed paper)
+    limit: int | None = None  # the --limit asked for; more than the set's prompts: the whole set was used (n)
+
+    @property
+    def capped(self) -> bool:
+        """``--limit`` asked for more prompts than the set has."""
+        return self.limit is not None and self.limit > self.n
 
 
 class JudgeRef(_Frozen):

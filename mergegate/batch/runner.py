@@ -63,6 +63,7 @@ class AuditOptions:
     batch_size: int | None = None
     cache: str | Path | None = None
     progress: bool = False
+    check_inputs: bool = False  # check prompts, benign set and judge once the merges are listed, before any audit
 
     def kwargs(self) -> dict[str, Any]:
         benign = None if self.benign is None or self.benign.lower() == "none" else self.benign
@@ -82,6 +83,30 @@ class BatchSummary:
     @property
     def failed(self) -> list[BatchRecord]:
         return [r for r in self.processed if r.status == "failed"]
+
+    @property
+    def errors(self) -> list[BatchRecord]:
+        """Merges of this run that could not be audited: ``error`` (bad recipe or files) or ``failed``."""
+        return [r for r in self.processed if r.status in ("error", "failed")]
+
+    @property
+    def audited(self) -> list[BatchRecord]:
+        return [r for r in self.processed if r.status == "audited"]
+
+    @property
+    def exit_code(self) -> int:
+        """0: every merge of this run audited (or without a recipe); 3: one failed unexpectedly;
+        2: one could not be audited (its recipe, files or references are bad)."""
+        if self.failed:
+            return 3
+        return 2 if self.errors else 0
+
+    def summary_line(self) -> str:
+        no_recipe = sum(1 for r in self.processed if r.status == "no recipe")
+        text = f"audited {len(self.audited)}, errors {len(self.errors)}"
+        if no_recipe:
+            text += f", no recipe {no_recipe}"
+        return text + f", already done {len(self.skipped)}"
 
 
 def _scored(score: Any, spec: str) -> ScoredModel:
@@ -264,6 +289,14 @@ def _run_batch(out: Path, *, top: int | None, models_file: str | Path | None, fi
         options.cache = out / DEFAULT_CACHE_NAME
     targets = hub.take_shard(_targets(top, models_file, filter, token), shard_t)
     out.mkdir(parents=True, exist_ok=True)
+    if options.check_inputs and targets:  # a bad prompt set or judge fails now, not at the first merge's audit
+        from mergegate.audit.preflight import check_audit_inputs
+
+        checked = check_audit_inputs(prompts=options.prompts, benign=options.benign, judge=options.judge,
+                                     limit=options.limit,
+                                     seed=options.seed, cache=options.cache)
+        for note in checked.notes:
+            log.warning("%s", note)
     jsonl = out / RESULTS_JSONL
     done = {r.key for r in latest(read_records(jsonl)) if r.status in FINAL_STATUSES}
     ctx = _Context(out, options, rebuild=rebuild,

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chat-template", default=None, metavar="FILE", help="Jinja chat template overriding the models'")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the Hub")
     p.add_argument("--allow-pickle", action="store_true", help="accept *.bin pickle weights (trusted models only)")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the JSON report to OUT")
+    p.add_argument("--json", default=None, metavar="OUT",
+                   help="write the JSON report to OUT ('-': stdout, the table then goes to stderr)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -75,18 +76,31 @@ def run(args: argparse.Namespace) -> int:
     from mergegate.audit.api import audit_models
 
     resolve_protocol_args(args)
+    from mergegate.audit.preflight import check_audit_inputs
+
+    # prompts, benign set and judge checked before the first model is loaded
+    checked = check_audit_inputs(prompts=args.prompts, benign=args.benign, judge=args.judge, limit=args.limit,
+                                 seed=args.seed, cache=args.cache, judge_protocol=args.judge_protocol,
+                                 trust_remote_code=args.trust_remote_code)
+    for note in [] if getattr(args, "quiet", False) else checked.notes:
+        print(f"mergegate: note: {note}", file=sys.stderr)
     report = audit_models(
         args.models, prompts=args.prompts, benign=None if args.benign.lower() == "none" else args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
-        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
+        progress=not (args.no_progress or getattr(args, "quiet", False)), judge_protocol=args.judge_protocol,
+        allow_pickle=args.allow_pickle,
         protocol=args.protocol, max_prompt_tokens=args.max_prompt_tokens)
-    from mergegate.atomic import write_redacted_json
+    from mergegate.atomic import redacted_json, write_redacted_json
     from mergegate.redact import redact
 
-    print(redact(format_table(report)))
-    if args.json:  # prompts, answers and paths included: every string redacted
+    to_stdout = args.json == "-"  # like `run --json -`: JSON alone on stdout, the table on stderr
+    print(redact(format_table(report)), file=sys.stderr if to_stdout else sys.stdout)
+    if to_stdout:  # prompts, answers and paths included: every string redacted
+        print(redacted_json(report))
+    elif args.json:
         write_redacted_json(Path(args.json), report)
-        print(redact(f"report written to {args.json}"), file=sys.stderr)
+        if not getattr(args, "quiet", False):
+            print(redact(f"report written to {args.json}"), file=sys.stderr)
     return 0

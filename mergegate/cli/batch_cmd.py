@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "provenance, lint its card, and write DIR/results.jsonl, DIR/results.csv and DIR/leaderboard.html. "
         "Re-running with the same --out resumes: merges already recorded at the same revision are skipped. "
         "`mergegate batch collect DIR... --out DIR` merges the outputs of --shard runs.",
-        epilog="Exit codes: 0 done, 2 bad input, 3 some merge failed unexpectedly (see results.jsonl).")
+        epilog="Exit codes: 0 every merge audited, 2 bad input or a merge that could not be audited (its recipe, "
+        "files or references; see results.jsonl), 3 some merge failed unexpectedly.")
     src = p.add_argument_group("which merges")
     src.add_argument("--top", type=positive_int, metavar="N", help="the N most downloaded models matching --filter")
     src.add_argument("--filter", action="append", metavar="TAG",
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, limit=args.limit, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                            batch_size=args.batch_size, cache=args.cache,
-                           progress=sys.stderr.isatty())
+                           progress=True,  # bars on a terminal, lines in a log
+                           check_inputs=True)  # prompts, benign set, judge: before the first audit
 
     def show(rec) -> None:  # noqa: ANN001 - BatchRecord
         detail = rec.error or ""
@@ -93,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if quiet:
             enable_progress_bars()
-    print(f"{len(summary.processed)} merge(s) audited now, {len(summary.skipped)} already done; "
-          f"{len(summary.records)} in {args.out}/results.jsonl, results.csv, leaderboard.html")
-    return 3 if summary.failed else 0
+    print(f"{summary.summary_line()}; {len(summary.records)} merge(s) in {args.out}/results.jsonl, results.csv, "
+          "leaderboard.html")
+    return summary.exit_code
 
 
 def run_collect(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "mergegate.cli.run_cmd",
     "mergegate.cli.card_cmd",
     "mergegate.cli.push_cmd",
+    "mergegate.cli.prepush_cmd",
     "mergegate.cli.demo_cmd",
     "mergegate.cli.batch_cmd",
 ]
@@ -41,12 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
         "Set MERGEGATE_DEBUG=1 for (redacted) tracebacks; it never changes the exit code.",
     )
     parser.add_argument("--version", action="version", version=f"mergegate {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    add_verbosity_options(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for subparser in sub.choices.values():  # `mergegate run -v …` as well as `mergegate -v run …`
+        add_verbosity_options(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, before or after the subcommand.
+
+    After the subcommand the defaults are ``SUPPRESS``, so a flag given before it is kept.
+    """
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=default, help="log progress details")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print only the verdict (or result) and errors: no progress bars, notes or "
+                       "warnings")
 
 
 def _format_validation_error(exc: Exception) -> str:
@@ -65,10 +80,10 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, quiet: bool = False) -> None:
     root = logging.getLogger()
     before = list(root.handlers)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     for handler in root.handlers:
         if handler not in before:  # only the handler basicConfig made (not a host application's)
@@ -84,7 +99,12 @@ def _traceback(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    if args.verbose and args.quiet:  # one before the subcommand, the other after it
+        parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+    _configure_logging(args.verbose, args.quiet)
+    from mergegate.progress import quiet_library_bars
+
+    quiet_library_bars()  # in a log: mergegate's own progress lines, not the libraries' bars
     debug = os.environ.get("MERGEGATE_DEBUG") == "1"
     try:
         return int(args.handler(args) or 0)

@@ -36,7 +36,8 @@ def add_audit_options(group: argparse._ActionsContainer, *, seed_help: str = "se
                        "unsafe prompts de-duplicated) or mergealign (the seed paper's: Meta-Llama-Guard-2-8B, "
                        "'unsafe' counted in its greedy answer, 1,733 BeaverTails rows not de-duplicated)")
     group.add_argument("--prompts", default=None, metavar="SRC",
-                       help="unsafe prompts: beavertails[@SHA], hub:ID[:config][:split], or a .jsonl/.jsonl.gz/"
+                       help="unsafe prompts: beavertails[@SHA], hf://datasets/ID[@REV]/FILE (a file of a Hub dataset, "
+                       "as huggingface_hub writes it), hub:ID[@REV][:config][:split], or a .jsonl/.jsonl.gz/"
                        ".csv/.parquet file with a 'prompt' column (default: the protocol's, beavertails)")
     group.add_argument("--benign", default="xstest", metavar="SRC|none",
                        help="benign prompts for over-refusal (judged by XSTest's string-match classifier): "

@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Rebuild the merge declared in CONFIG into DIR, audit every constituent and the "
         "merge on the same prompts, apply the policy and write DIR/README.md (model card), "
         "DIR/report.json and a chart. Exit 0 pass, 1 blocked, 2 bad input, 3 failure.")
+    add_run_arguments(p)
+    p.set_defaults(handler=gate_command)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``run`` (also taken by ``pre-push``, which runs the gate when it must)."""
     p.add_argument("config", help="mergekit recipe (mergekit_config.yml, or a README.md holding one)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: new, empty, or a previous output of mergegate or mergekit-yaml "
@@ -24,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="the merged model's name on its card (default: DIR's name)")
     p.add_argument("--json", metavar="REPORT", help="also write the report to this path ('-': stdout)")
     p.add_argument("--no-card", action="store_true", help="do not write the model card and chart")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every input (recipe, policy, --out, prompts, benign set, judge, weighting options) "
+                   "and print the plan; merge, load and write nothing (exit 0: ready, 2: bad input)")
     w = p.add_argument_group("safety-aware weighting (choose the merge weights with data)")
     w.add_argument("--weighting", choices=["declared", "cocktail", "evomm"], default="declared",
                    help="declared: build the recipe as written (default); cocktail: LM-Cocktail weights; "
@@ -32,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="unsafe prompts for D_safety, disjoint from the evaluation prompts "
                    "(default: BeaverTails 30k_train; 'toy' for the toy fleet; or a jsonl)")
     w.add_argument("--expert-prompts", metavar="SRC", default=None,
-                   help="domain questions for D_expert (default: the experts write their own; or a jsonl)")
+                   help="domain questions for D_expert: a .jsonl of {\"prompt\": ...} rows (with \"answer\": used "
+                   "as is), or 'toy' for the toy fleet (default: each expert writes its own questions on the "
+                   "topic its model card names, `mergegate_topic:`)")
     w.add_argument("--weighting-budget", type=positive_int, default=None, metavar="N",
                    help="EvoMM candidate evaluations (default: 100)")
     w.add_argument("--weighting-k", type=positive_int, default=None, metavar="K",
@@ -46,33 +57,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="PR comment: keep one sticky comment (update), post one per run (new), or none")
     gh.add_argument("--no-check-run", dest="check_run", action="store_false", default=True,
                     help="do not create a check run")
-    p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def gate_command(args: argparse.Namespace) -> int:
+    """Run the gate with the parsed ``run`` arguments, print the summary; returns the exit code."""
     from mergegate.gate.card import scrub
     from mergegate.gate.github import annotation, in_github_actions, publish
     from mergegate.gate.pipeline import report_written, run_gate, summary_lines
     from mergegate.gate.report import write_report
 
+    quiet = getattr(args, "quiet", False)
     resolve_protocol_args(args)
+    if args.dry_run:
+        return _dry_run(args)
     report = run_gate(
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
         max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
         batch_size=args.batch_size,
-        name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
+        name=args.name, card=not args.no_card, progress=not quiet, weighting=args.weighting,
         weighting_options=_weighting_options(args), protocol=args.protocol)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
-    for line in summary_lines(report):
+    lines = summary_lines(report, with_error=False)
+    for line in lines[:1] if quiet else lines:
         print(line, file=human)
     written = report_written(report, args.out)  # ~ and $VARS expanded as run_gate did
-    if report.decision == "error" and report.error:
+    if report.decision == "error" and report.error:  # printed once, here
         print(scrub(f"mergegate: error: {report.error.message}"), file=sys.stderr)
-    elif report.card and written:
+    elif report.card and written and not quiet:
         print(scrub(f"card: {written.parent / report.card}"), file=human)
-    if written:
+    if written and not quiet:
         print(scrub(f"report: {written}"), file=human)
     if args.json:
         if to_stdout:
@@ -86,6 +101,18 @@ def _run(args: argparse.Namespace) -> int:
                                comment_mode=args.comment_mode, check_run=args.check_run):
             print(scrub(f"::warning title=mergegate::{warning}"))
     return report.exit_code
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from mergegate.gate.preflight import plan_run
+
+    plan = plan_run(args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
+                    judge=args.judge, limit=args.limit, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                    protocol=args.protocol, device=args.device, weighting=args.weighting,
+                    weighting_options=_weighting_options(args))
+    for line in plan.lines():
+        print(line)
+    return 0
 
 
 def _weighting_options(args: argparse.Namespace) -> dict[str, object]:

@@ -8,7 +8,6 @@ only ever rendered for a decided run (pass or blocked); an errored run gets none
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +18,9 @@ from mergegate.gate.card_metadata import (CARD_TAGS, EVAL_RESULTS_PATH, build_ca
                                           dataset_label, write_eval_results)
 from mergegate.gate.card_metadata import judge_name as _judge_name
 from mergegate.gate.decision import RuleResult
-from mergegate.gate.methods import method_info
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
 from mergegate.models import looks_like_hub_id
-from mergegate.redact import redact
+from mergegate.redact import scrub  # the one scrub (tokens, home as ~), re-exported here
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -32,13 +30,6 @@ if TYPE_CHECKING:
 TEMPLATE_NAME = "model_card.md.j2"
 
 
-def scrub(text: str) -> str:
-    """Redact tokens and shorten the user's home directory to ``~`` in text that leaves the machine."""
-    text = redact(text)
-    home = os.path.expanduser("~")
-    if home and home not in ("/", "~") and len(home) > 1:
-        text = text.replace(home.rstrip("/") + "/", "~/")
-    return text
 
 
 def _pct(x: float | None) -> str:
@@ -87,6 +78,12 @@ def _short(summary: ModelSummary) -> str:
     return summary.hub_id or Path(summary.model).name or summary.model
 
 
+# count rules: what the counted things are (the measured value counts offenders, the threshold how
+# many are allowed), so a table reads "all safetensors | none allowed", not "0 files | 0 files"
+_COUNTED = {"require_safetensors": ("weight file(s) not in safetensors", "all safetensors"),
+            "require_pinned_revisions": ("Hub model(s) not pinned", "all pinned")}
+
+
 def format_rule_value(rule: RuleResult, value: float | None, *, signed: bool = False) -> str:
     if value is None:
         return "—"
@@ -94,6 +91,13 @@ def format_rule_value(rule: RuleResult, value: float | None, *, signed: bool = F
         return f"{value:.1f} %"
     if rule.unit == "pp":
         return f"{value:+.1f} pp" if signed else f"{value:.1f} pp"
+    counted = _COUNTED.get(rule.rule)
+    if counted is not None and value == int(value):
+        if not signed:  # the threshold column (the measured one is rendered signed)
+            return "none allowed" if value == 0 else f"at most {int(value)}"
+        if value == 0:
+            return counted[1] if rule.verdict == "pass" else "no weight file"
+        return f"{int(value)} {counted[0]}"
     return f"{value:g} {rule.unit}".rstrip()
 
 
@@ -163,6 +167,8 @@ def card_context(report: RunReport) -> dict[str, Any]:
     merged = report.merged
     if merged is None or report.gate is None or report.decision == "error":
         raise MergegateError("refusing to render a card for a run that did not reach a decision")
+    from mergegate.gate.methods import method_info  # the method table imports the merge engine (torch)
+
     info = method_info(report.merge.method if report.merge else None)
     method_md = f"[{info.pretty_name}]({info.reference_url})" if info.reference_url else info.pretty_name
     base_md = None

@@ -58,13 +58,20 @@ def dataset_hub_id(ref: DatasetRef | None) -> str | None:
     """The Hub dataset id behind a prompt source (``None`` for local files).
 
     Understands the audit's source strings: ``beavertails[@SHA]``, ``xstest[@SHA]``,
-    ``hub:ID[@REV][:config][:split]`` and file paths.
+    ``hub:ID[@REV][:config][:split]``, ``hf://datasets/ID[@REV][/PATH]`` and file paths.
     """
     if ref is None:
         return None
     source = ref.source
     if source.startswith("hub:"):
         return source[4:].split(":", 1)[0].split("@", 1)[0] or None
+    if source.startswith("hf://"):
+        from mergegate.audit.prompts import parse_hf_dataset_uri
+
+        try:
+            return parse_hf_dataset_uri(source)[0]
+        except InputError:
+            return None
     alias = source.split("@", 1)[0].lower()
     if alias in DATASET_ALIASES:
         return DATASET_ALIASES[alias]

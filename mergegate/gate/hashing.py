@@ -11,13 +11,18 @@ from mergegate.models.fingerprints import sha256_file
 IGNORED_DIRS = (".git", ".cache")
 
 
-def list_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> list[str]:
-    """Relative posix paths of the files :func:`hash_directory` hashes (without hashing them)."""
+def list_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,),
+                   ignore: tuple[str, ...] = ()) -> list[str]:
+    """Relative posix paths of the files :func:`hash_directory` hashes (without hashing them).
+
+    ``ignore``: more top-level names (files or directories) left out, e.g. a git repository's own
+    files (:data:`mergegate.gate.prepush.REPOSITORY_FILES`).
+    """
     directory = Path(directory)
     names = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
-        if rel.parts[0] in IGNORED_DIRS or not path.is_file():
+        if rel.parts[0] in IGNORED_DIRS or rel.parts[0] in ignore or not path.is_file():
             continue
         name = rel.as_posix()
         if name in exclude or (rel.name.startswith(".") and rel.name.endswith(".tmp")):
@@ -26,7 +31,8 @@ def list_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
     return names
 
 
-def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> dict[str, str]:
+def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,),
+                   ignore: tuple[str, ...] = ()) -> dict[str, str]:
     """``{relative posix path: sha256}`` of every regular file under ``directory``.
 
     The report itself, hidden temp files of an atomic write and ``.git``/``.cache`` are left out.
@@ -34,7 +40,8 @@ def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
     """
     directory = Path(directory)
     # what is on disk now, never a cached value
-    return {name: sha256_file(directory / name, use_cache=False) for name in list_directory(directory, exclude=exclude)}
+    return {name: sha256_file(directory / name, use_cache=False)
+            for name in list_directory(directory, exclude=exclude, ignore=ignore)}
 
 
 def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str]:

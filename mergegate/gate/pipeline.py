@@ -32,6 +32,7 @@ from mergegate.gate.decision import best_input, decide, paired_with_best
 from mergegate.gate.hashing import hash_directory
 from mergegate.gate.licenses import DeclaredLicense, derive_license, read_hub_license, read_local_license
 from mergegate.gate.policy import GatePolicy, load_policy
+from mergegate.progress import Stages
 from mergegate.outdir import MERGE_OUTPUTS, PREVIOUS_REPORT_FILE, OutputClaim, check_output_dir
 from mergegate.redact import redact_yaml
 from mergegate.gate.report import (
@@ -48,6 +49,7 @@ from mergegate.gate.report import (
     load_report,
     write_report,
 )
+from mergegate.gate.preflight import audit_target, check_run_inputs, local_model_path, weighting_note
 from mergegate.merging.recipe import RecipeModel, RecipeSummary, read_recipe
 
 log = logging.getLogger(__name__)
@@ -114,38 +116,14 @@ PREVIOUS_REPORT_FILENAME = PREVIOUS_REPORT_FILE  # a verdict moved aside by a fa
 
 def _local_inputs(recipe: RecipeSummary, judge: str) -> list[Path]:
     """Local models the run reads (the output must not be, contain or sit inside one of them)."""
-    found = [p for ref in recipe.models if not ref.is_hub and (p := _resolve_local(ref, recipe)) is not None]
+    found = [p for ref in recipe.models if not ref.is_hub and (p := local_model_path(ref, recipe)) is not None]
     judge_path = Path(judge).expanduser()
     if judge_path.is_dir():
         found.append(judge_path)
     return found
 
 
-def _resolve_local(ref: RecipeModel, recipe: RecipeSummary) -> Path | None:
-    candidates = [Path(ref.path).expanduser()]
-    if recipe.directory is not None and not Path(ref.path).is_absolute():
-        candidates.append(recipe.directory / ref.path)
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _audit_target(ref: RecipeModel, recipe: RecipeSummary) -> str:
-    """What the audit loads for a recipe reference: the local directory or the (pinned) Hub id."""
-    if ref.adapter:  # auditing the base alone would misreport the constituent the merge actually used
-        raise ConfigError(f"constituent '{ref.raw}' is a model with a LoRA adapter; the gate audits "
-                          "constituents as published models and cannot audit an adapted one yet",
-                          source=recipe.name, field="models",
-                          hint="merge the adapter into its base (mergegate merge with passthrough, or peft's "
-                          "merge_and_unload), publish or save it, and reference that model in the recipe")
-    if ref.is_hub:
-        return f"{ref.path}@{ref.revision}" if ref.revision else ref.path
-    local = _resolve_local(ref, recipe)
-    if local is None:
-        raise ConfigError("local model directory not found", source=ref.path,
-                          hint="paths in a recipe are relative to the current directory or to the recipe")
-    return str(local)
+_audit_target = audit_target
 
 
 def _score_for(audit: Any, target: str, position: int) -> Any:
@@ -189,6 +167,7 @@ def run_gate(
     merge_fn: MergeFn | None = None,
     audit_fn: AuditFn | None = None,
     protocol: str | None = None,
+    check_inputs: bool | None = None,
 ) -> RunReport:
     """Rebuild the merge declared in ``config`` into ``out_dir``, audit it, decide and report.
 
@@ -214,6 +193,10 @@ def run_gate(
             ``expert_prompts``, ``budget``, ``alpha``, ``k``, ...).
         merge_fn, audit_fn: replacements for ``mergegate.merging.run_merge`` and
             ``mergegate.audit.audit_models`` (tests, alternative engines).
+        check_inputs: check the prompt sets, the judge and the weighting options before anything
+            is merged (:func:`mergegate.gate.preflight.check_run_inputs`, stage ``preflight``).
+            Default: when the real audit runs (``audit_fn`` is None); a replacement audit engine
+            takes its own inputs.
 
     Returns:
         The :class:`RunReport`, also written to ``out_dir/report.json``. Never raises for a
@@ -227,6 +210,7 @@ def run_gate(
     partial: dict[str, Any] = {}
     claim: OutputClaim | None = None  # held from the "output" stage on: the lock, the staging dirs
     benign = None if benign in (None, "", "none", "None") else benign
+    stages = Stages("run", enabled=progress)  # one line per stage in logs (mergegate.progress)
     with ExitStack() as stack:
         try:
             if isinstance(policy, GatePolicy):
@@ -261,6 +245,15 @@ def run_gate(
             inputs = _local_inputs(recipe, judge)
             target = check_output_dir(out_dir, kinds=MERGE_OUTPUTS, inputs=inputs, option="--out")
             display_name = name or target.path.name or "merge"
+
+            stage = "preflight"  # prompts, judge, weighting options: checked before anything is merged
+            stages.start("preflight", "prompts, benign set, judge" + (", weighting options"
+                                                                       if weighting != "declared" else ""))
+            if check_inputs if check_inputs is not None else audit_fn is None:
+                checked = check_run_inputs(recipe, prompts=prompts, benign=benign, judge=judge, limit=limit,
+                                           seed=seed, cache=cache, trust_remote_code=trust_remote_code,
+                                           weighting=weighting, weighting_options=weighting_options)
+                partial["notes"] = checked.notes
             claim = stack.enter_context(target.claim(inputs=inputs))
             staging = claim.staging()  # the new output, swapped in once its verdict is written
 
@@ -270,11 +263,14 @@ def run_gate(
             declared_target: str | None = None
             if weighting != "declared":
                 stage = "weighting"
+                stages.start("weighting", f"{weighting}: choosing the merge weights with data")
                 work = claim.staging("weighting")
                 optimized = _optimize(config, weighting, work, judge=judge, device=device, seed=seed,
                                       cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      options=weighting_options or {})
+                                      options=weighting_options or {}, progress=progress)
                 build_config = work / "weighting" / "recipe.yml"
+                note = weighting_note(weighting)  # the published weights are not the declared recipe's
+                partial["notes"] = [*partial.get("notes", []), *([note] if note not in partial.get("notes", []) else [])]
                 declared_target = str(work / "declared-merge")
                 merge(Path(config), Path(declared_target), device=device, seed=seed)
                 partial["merge"] = partial["merge"].model_copy(update={
@@ -283,8 +279,10 @@ def run_gate(
                     "config_sha256": hashlib.sha256(optimized.recipe_yaml.encode()).hexdigest()})
 
             stage = "merge"
+            stages.start("merge", f"{recipe.name} ({recipe.method or 'unknown method'})")
             log.info("rebuilding %s into %s", scrub(recipe.name), scrub(str(target.path)))
-            merge(build_config, staging, device=device, seed=seed)
+            merge(build_config, staging, device=device, seed=seed,
+                  **({"progress": progress} if merge_fn is None else {}))
             if not (staging / RECIPE_FILENAME).exists():
                 write_redacted_yaml(staging / RECIPE_FILENAME, build_config.read_text(encoding="utf-8"))
             if optimized is not None:  # the data the weights were chosen with travel with the model
@@ -294,6 +292,7 @@ def run_gate(
             audit_models = audit_fn or _default_audit_fn()
             merged_target = str(staging)
             extra_targets = [declared_target] if declared_target else []
+            stages.start("audit", f"{len(targets) + len(extra_targets) + 1} model(s): generate, judge, score")
             log.info("auditing %d constituent(s) and the merge", len(targets))
             audit_kwargs: dict[str, Any] = {"protocol": preset.name} if preset.name != "default" else {}
             audit = audit_models(
@@ -307,6 +306,7 @@ def run_gate(
                            off_protocol=getattr(audit, "off_protocol", None))
 
             stage = "decide"
+            stages.start("decide")
             licenses: dict[str, DeclaredLicense | None] = {}
             constituents = []
             for i, (ref, target_id) in enumerate(zip(recipe.models, targets, strict=True)):
@@ -340,18 +340,22 @@ def run_gate(
 
             stage = "card"
             if card:
+                stages.start("card")
                 write_card(report, staging)
 
             stage = "report"
+            stages.start("report")
             report = report.model_copy(update={"files": hash_directory(staging)})
             write_report(report, staging / REPORT_FILENAME)
 
             stage = "commit"
             claim.commit(staging)
+            stages.finish(f"decision {report.decision}")
             log.info("decision: %s", report.decision)
             return report
         except (Exception, KeyboardInterrupt) as exc:
-            if claim is None and stage in ("policy", "config"):
+            stages.finish("failed")
+            if claim is None and stage in ("policy", "config", "preflight"):
                 # the output was not checked yet: write the error report only where a run may write
                 claim = _try_claim(out_dir, stack)
             report = _error_report(exc, stage=stage, name=display_name, partial=partial, claim=claim)
@@ -365,16 +369,36 @@ WEIGHTING_STRATEGIES = ("declared", "cocktail", "evomm")
 
 
 def _optimize(config: str | Path, strategy: str, work: Path, *, judge: str, device: str, seed: int,
-              cache: str | None, max_new_tokens: int, batch_size: int | None, options: dict[str, Any]) -> Any:
+              cache: str | None, max_new_tokens: int, batch_size: int | None, options: dict[str, Any],
+              progress: bool = False) -> Any:
     """Choose the merge weights with data; writes the optimized recipe and data under work/weighting."""
     if strategy not in WEIGHTING_STRATEGIES:
         raise ConfigError(f"unknown weighting '{strategy}'", field="weighting",
                           hint=f"use one of {', '.join(WEIGHTING_STRATEGIES)}")
     from mergegate.weighting import optimize_recipe
+    from mergegate.weighting.preflight import as_option_error
 
-    return optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
-                           cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           out_dir=work / "weighting", **options)
+    from mergegate.progress import bar as progress_bar
+
+    options = dict(options)
+    bars: list[Any] = []  # EvoMM evaluates exactly `budget` candidates: done/total, rate, ETA every ~15 s
+    if progress and strategy == "evomm" and "on_eval" not in options:
+        def on_eval(_ev: Any) -> None:
+            if not bars:  # opened at the first candidate: the data sets are built before
+                bars.append(progress_bar(int(options.get("budget", 100)), "weighting: EvoMM candidates",
+                                         unit="candidate"))
+            bars[0].update(1)
+
+        options["on_eval"] = on_eval
+    try:
+        result = optimize_recipe(Path(config), strategy=strategy, judge=judge, device=device, seed=seed,
+                                 cache=cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 out_dir=work / "weighting", **options)
+        for bar in bars:
+            bar.close()
+        return result
+    except MergegateError as exc:  # name `mergegate run`'s options, not optimize_recipe's keywords
+        raise as_option_error(exc) from exc
 
 
 def _weighting_summary(result: Any, declared_text: str, declared_alignment: float,
@@ -414,7 +438,7 @@ def _error_report(exc: BaseException, *, stage: str, name: str, partial: dict[st
     if isinstance(exc, MergegateError):
         message, exit_code = exc.render(), exc.exit_code
     elif isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and stage in (
-            "policy", "config", "output"):
+            "policy", "config", "output", "preflight"):
         message, exit_code = str(exc), 2
     else:
         message, exit_code = f"{type(exc).__name__}: {exc}", 3
@@ -469,8 +493,11 @@ def copy_report(report_path: Path, destination: str | Path) -> Path:
     return destination
 
 
-def summary_lines(report: RunReport) -> list[str]:
-    """A one-screen, plain-text summary of a run (for terminals and logs)."""
+def summary_lines(report: RunReport, *, with_error: bool = True) -> list[str]:
+    """A one-screen, plain-text summary of a run (for terminals and logs).
+
+    ``with_error=False``: leave out the reason that repeats ``report.error`` (the caller prints the
+    error itself, once)."""
     lines = [f"mergegate: {report.name}: {report.decision.upper()}"]
     for m in report.models():
         mark = " (merge)" if m.role == "merge" else (" (best input)" if m.model == report.best_input else "")
@@ -488,7 +515,15 @@ def summary_lines(report: RunReport) -> list[str]:
                          f"{p.merge_safe_best_unsafe}, merge unsafe & best safe {p.merge_unsafe_best_safe}, "
                          f"exact McNemar p = {p.p_value:.3g}")
     elif report.reasons:
-        lines.extend(f"  {reason}" for reason in report.reasons)
+        reasons = report.reasons
+        if not with_error and report.error is not None:
+            reasons = [r for r in reasons if not r.endswith(report.error.message)]
+        lines.extend(f"  {reason}" for reason in reasons)
+    w = report.weighting
+    if w is not None and w.declared.alignment is not None and w.optimized.alignment is not None:
+        lines.append(f"  weights chosen by {w.strategy} (not the declared recipe's): declared merge "
+                     f"{w.declared.alignment * 100:.1f} % aligned, this merge {w.optimized.alignment * 100:.1f} %")
+    lines.extend(f"  note: {note}" for note in report.notes)
     if report.merged and report.merged.by_guard_category:
         from mergegate.gate.card import guard_category_label
 

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from mergegate.errors import InputError
 from mergegate.gate.hashing import compare_hashes, hash_directory, list_directory
-from mergegate.gate.report import REPORT_FILENAME, RunReport, load_report
+from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, REPORT_FILENAME, RunReport, load_report
 from mergegate.gate.verify import claim_problems
 from mergegate.outdir import PREVIOUS_REPORT_FILE, RUN_OUTPUT, OutputInUseError, check_output_dir, expand_path
 from mergegate.models.hub_errors import hub_access
@@ -49,6 +49,9 @@ class PushCheck:
 
     report: RunReport | None
     problems: list[str] = field(default_factory=list)
+    # the part of ``problems`` about the files (changed, added, missing), not about the verdict
+    file_problems: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # how to fix the problems
 
     @property
     def ok(self) -> bool:
@@ -82,9 +85,12 @@ def _claim_problems(report: RunReport, directory: Path) -> list[str]:
     return problems
 
 
-def check_pushable(directory: str | Path) -> PushCheck:
+def check_pushable(directory: str | Path, *, ignore: tuple[str, ...] = ()) -> PushCheck:
     """Verify ``directory``: a passing report whose verdict follows from its own measurements and
     whose recorded hashes match every file.
+
+    ``ignore``: top-level names that are not part of the published model (a git repository's own
+    files, for the pre-push hook); everything else must be exactly what the report recorded.
 
     Raises:
         InputError: there is no readable ``report.json`` (exit code 2).
@@ -92,8 +98,31 @@ def check_pushable(directory: str | Path) -> PushCheck:
     directory = expand_path(directory)
     report, _ = _read_report(directory)
     problems = _claim_problems(report, directory)
-    problems.extend(compare_hashes(report.files, hash_directory(directory)))
-    return PushCheck(report=report, problems=problems)
+    actual = hash_directory(directory, ignore=ignore)
+    file_problems = compare_hashes(report.files, actual)
+    return PushCheck(report=report, problems=[*problems, *file_problems], file_problems=file_problems,
+                     hints=fix_hints(report, actual, directory))
+
+
+RENDERED_FILES = (CARD_FILENAME, PLOT_FILENAME)  # derived from report.json by `mergegate card`
+
+
+def fix_hints(report: RunReport, actual: dict[str, str], directory: Path) -> list[str]:
+    """What to do about a refused push: re-render an edited card, or re-run."""
+    changed = {name for name in report.files.keys() | actual.keys() if report.files.get(name) != actual.get(name)}
+    hints = []
+    if report.decision == "error":
+        hints.append(f"fix the error above and run `mergegate run` again into {directory}")
+    elif report.decision != "pass":
+        hints.append("only a passing merge is pushed: change the recipe and run `mergegate run` again")
+    rendered = sorted(changed & {*RENDERED_FILES, *([report.plot] if report.plot else [])})
+    if rendered and report.decision == "pass":
+        hints.append(f"{', '.join(rendered)} changed since the audit: `mergegate card {directory} --out {directory}` "
+                     "re-renders them from report.json (edits to the card are not kept: put text in the recipe's "
+                     "README or edit the card after pushing)")
+    if changed - set(rendered) and report.decision == "pass":
+        hints.append("weights or other audited files changed: run `mergegate run` again to audit what you publish")
+    return hints
 
 
 def _copy_and_hash(src: Path, dst: Path) -> str:
@@ -154,7 +183,7 @@ def snapshot(directory: str | Path) -> Iterator[tuple[PushCheck, Path]]:
     report, report_bytes = _read_report(directory)
     problems = _claim_problems(report, directory)
     if problems:
-        yield PushCheck(report=report, problems=problems), directory
+        yield PushCheck(report=report, problems=problems, hints=fix_hints(report, report.files, directory)), directory
         return
     with _private_dir(directory) as snap:
         copied: dict[str, str] = {}
@@ -172,25 +201,103 @@ def snapshot(directory: str | Path) -> Iterator[tuple[PushCheck, Path]]:
         actual = {**copied, **{name: "(added)" for name in added}}
         problems.extend(compare_hashes(report.files, actual))
         (snap / REPORT_FILENAME).write_bytes(report_bytes)
-        yield PushCheck(report=report, problems=problems), snap
+        yield PushCheck(report=report, problems=problems, hints=fix_hints(report, actual, directory)), snap
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """What ``mergegate push A [B]`` means: the directory, the Hub repository, and whether the
+    deprecated ``push DIR REPO_ID`` order was used."""
+
+    directory: str
+    repo_id: str
+    old_order: bool = False
+
+
+def _is_repo_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def push_target(first: str, second: str | None) -> PushTarget:
+    """Read ``mergegate push``'s positionals: ``REPO_ID [DIR]`` (the order of ``hf upload REPO_ID
+    PATH``; DIR defaults to ``.``), or the deprecated ``DIR REPO_ID``. A lone argument naming an
+    existing directory is refused (it reads as a directory whose repository was forgotten).
+
+    The order is decided by what exists: an existing directory against a valid Hub repository id
+    (huggingface_hub's ``validate_repo_id``). When both readings are possible the call is refused
+    rather than guessed.
+
+    Raises:
+        InputError: no repository id, or an ambiguous pair (exit code 2).
+    """
+    if second is None:
+        if expand_path(first).is_dir():
+            raise InputError(f"'{first}' is a directory; the Hub repository is missing", field="REPO_ID",
+                             hint=f"write `mergegate push REPO_ID {first}` (or, to push the current "
+                             f"directory to a repository of that name, `mergegate push {first} .`)")
+        if not _is_repo_id(first):
+            raise InputError(f"'{first}' is not a Hub repository id", field="REPO_ID",
+                             hint="write OWNER/NAME, e.g. `mergegate push my-org/my-merge ./out`")
+        return PushTarget(directory=".", repo_id=first)
+    new = expand_path(second).is_dir() and _is_repo_id(first)
+    old = expand_path(first).is_dir() and _is_repo_id(second)
+    if new and old:
+        raise InputError(f"both '{first}' and '{second}' are directories and valid Hub repository ids",
+                         field="REPO_ID", hint=f"write the directory as a path a repository id cannot be: "
+                         f"`mergegate push {first} ./{second}`")
+    if old:
+        return PushTarget(directory=first, repo_id=second, old_order=True)
+    if not _is_repo_id(first):
+        raise InputError(f"'{first}' is not a Hub repository id", field="REPO_ID",
+                         hint=f"write `mergegate push REPO_ID DIR`, e.g. `mergegate push my-org/my-merge {second}`")
+    return PushTarget(directory=second, repo_id=first)  # a missing DIR is reported by the check (exit 2)
+
+
+def _ensure_repo(api: Any, repo_id: str, private: bool | None, directory: str | Path) -> None:
+    """Create the model repository if it is missing (``exist_ok``), honouring ``private``.
+
+    ``create_repo`` never changes an existing repository's visibility, so ``--private`` on a public
+    repository is refused instead of publishing there.
+    """
+    info = None
+    with hub_access(f"{directory} to the Hub repository '{repo_id}'", why="`mergegate push`",
+                    repo_id=repo_id, field="repo_id", write=True):  # offline, unreachable, no token, bad id: exit 2
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        if private:
+            info = api.model_info(repo_id)
+    if private:
+        if getattr(info, "private", None) is False:
+            raise InputError(f"{repo_id} exists and is public; --private does not change an existing "
+                             "repository's visibility, so nothing was uploaded", field="--private",
+                             hint="make it private in its settings on the Hub (or push without --private)")
 
 
 def push(directory: str | Path, repo_id: str, *, create_pr: bool = False,
-         revision: str | None = None, commit_message: str | None = None,
+         revision: str | None = None, commit_message: str | None = None, private: bool | None = None,
          api: Any = None) -> tuple[PushCheck, Any]:
     """Upload ``directory`` to ``repo_id`` if its report's claim holds and its files are the audited ones.
 
     Args:
         directory: a ``mergegate run`` output.
-        repo_id: the Hub model repository.
+        repo_id: the Hub model repository; created (``create_repo(exist_ok=True)``) when missing.
         create_pr: open a Hub pull request instead of committing to ``revision``.
         revision: the branch to commit to (or to open the PR against).
         commit_message: defaults to one naming the decision and the best input.
+        private: create a missing repository private; refuse an existing public one.
         api: an ``HfApi`` (tests pass a fake); default ``HfApi()`` with the ambient token.
 
     Returns:
         The check and the ``CommitInfo`` (``None`` when the check refused the push). What is
         uploaded is the private snapshot the check hashed, never the live directory.
+
+    Raises:
+        InputError: ``private`` asked of an existing public repository (exit code 2).
     """
     with snapshot(directory) as (check, snap):
         if not check.ok:
@@ -201,6 +308,7 @@ def push(directory: str | Path, repo_id: str, *, create_pr: bool = False,
             from huggingface_hub import HfApi
 
             api = HfApi()
+        _ensure_repo(api, repo_id, private, directory)
         merged = report.merged
         message = commit_message or (
             f"Upload {report.name} (mergegate: pass, alignment "
@@ -221,4 +329,4 @@ def glob_escape(name: str) -> str:
     return glob.escape(name)
 
 
-__all__ = ["PushCheck", "check_pushable", "push", "snapshot"]
+__all__ = ["PushCheck", "PushTarget", "check_pushable", "push", "push_target", "snapshot"]

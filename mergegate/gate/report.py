@@ -109,6 +109,7 @@ class RunReport(_Model):
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
+    notes: list[str] = Field(default_factory=list)  # caps and substitutions (--limit over the set, --weighting)
     files: dict[str, str] = Field(default_factory=dict)  # output file (posix, relative) -> sha256
     command: str | None = None  # the command that reproduces this run
     card: str | None = None  # card file name, when one was written

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mergegate import __version__
-from mergegate.atomic import write_redacted_json, write_redacted_yaml
+from mergegate.atomic import write_redacted_json, write_redacted_text, write_redacted_yaml
 from mergegate.errors import InputError, MergeFailure
 from mergegate.merging.config import MergeConfig, ModelReference, load_merge_config
 from mergegate.merging.executor import execute_plan
@@ -162,8 +162,11 @@ def _write(prep: _Prepared, directory: Path, *, progress: bool, started: float) 
 
 def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | Path, *, device: str = "cpu",
               seed: int | None = None, out_shard_size: str | int | None = None, allow_pickle: bool = False,
-              progress: bool = False, config_text: str | None = None) -> MergeResult:
+              progress: bool = False, config_text: str | None = None, card: bool = False) -> MergeResult:
     """Rebuild a merge recipe into ``out_dir`` (mergekit-compatible layout).
+
+    ``card``: also write mergekit's ``README.md`` model card (:mod:`mergegate.merging.model_card`),
+    named after ``out_dir`` as mergekit-yaml names it; it is part of the output swapped in.
 
     ``out_dir`` must pass :func:`mergegate.outdir.check_output_dir`: new, empty, or a previous
     output of ``mergegate merge``/``run`` or mergekit-yaml (``~`` and ``$VARS`` are expanded;
@@ -182,6 +185,11 @@ def run_merge(config: str | Path | dict[str, Any] | MergeConfig, out_dir: str | 
     inputs = [im.model.path for im in prep.plan.inputs.values()]
     with target.claim(inputs=inputs) as claim:
         result = _write(prep, claim.staging(), progress=progress, started=started)
+        if card:
+            from mergegate.merging.model_card import CARD_FILENAME, render_merge_card
+
+            write_redacted_text(Path(result.out_dir) / CARD_FILENAME, render_merge_card(
+                prep.cfg, redact_yaml(prep.text), target.name))  # the recipe as written, secrets masked
         result.out_dir = claim.commit(Path(result.out_dir))
     result.seconds = time.perf_counter() - started
     return result

@@ -11,7 +11,6 @@ order or device scheduling.
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -83,11 +82,10 @@ def execute_plan(plan: MergePlan, writer: ShardedWriter, *, device: str = "cpu",
     dev = torch.device(device)
     method = plan.method
     bar = None
-    if progress:
-        from tqdm import tqdm
+    if progress:  # tqdm on a terminal, a line every ~15 s in a log
+        from mergegate.progress import bar as progress_bar
 
-        bar = tqdm(total=len(plan.tasks), unit="tensor", desc="merging", file=sys.stderr,
-                   disable=not sys.stderr.isatty())
+        bar = progress_bar(len(plan.tasks), "merging", unit="tensor")
     writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergegate-write")
     written: Future[None] | None = None  # at most one tensor in flight to disk
     try:

@@ -390,7 +390,9 @@ def build_expert_set(experts: Sequence[Any], engine: AnswerEngine, *, k: int, n_
             if not topic:
                 raise InputError("cannot tell the expert's domain: no topic given and none in its model card",
                                  source=m.display, field="expert_topic",
-                                 hint="pass expert_topics={model: 'topic'} or a question list / JSONL")
+                                 hint="`mergegate run`: pass --expert-prompts FILE (domain questions, .jsonl) "
+                                      "or name the domain in the expert's model card (`mergegate_topic:`); "
+                                      "library: expert_topics={model: 'topic'} or expert_prompts=")
             gen = engine._make(m)
             try:
                 qs = self_questions(gen, topic, per, seed=seed + j, seed_questions=seed_questions, exclude=exclude)

@@ -3,7 +3,7 @@
 The rooms, bottom to top (a room may import itself and any room below it; rooms on the same level
 are independent of each other):
 
-    foundation  mergegate/__init__, errors, redact, atomic, outdir, safe_yaml, templates
+    foundation  mergegate/__init__, errors, redact, atomic, outdir, safe_yaml, progress, templates
     models      references, Hub pinning, resolution, fingerprints, weight files, chat templates
     merging | audit   recipe -> weights | models -> scores (neither imports the other)
     weighting   safety-aware weights, on merging and audit
@@ -24,7 +24,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mergegate"
 
-FOUNDATION = {"__init__", "errors", "redact", "atomic", "outdir", "safe_yaml", "templates"}
+FOUNDATION = {"__init__", "errors", "redact", "atomic", "outdir", "safe_yaml", "templates", "progress"}
 LEVELS = {"foundation": 0, "models": 1, "merging": 2, "audit": 2, "weighting": 3, "gate": 4, "batch": 5,
           "cli": 6}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _batch_fakehub import FakeHub
+from _batch_fakehub import FakeHub, toy_audit_args
 from mergegate.cli.main import main as _main
 from mergegate.batch.hub import parse_shard, read_models_file
 from mergegate.batch.records import read_records
@@ -86,7 +86,7 @@ def test_collect_needs_batch_outputs(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "results.jsonl" in capsys.readouterr().err
 
 
-def test_no_recipe_and_missing_constituent_are_records(hub_offline: FakeHub, tmp_path: Path,
+def test_no_recipe_and_missing_constituent_are_records(hub_offline: FakeHub, tmp_path: Path, toy_fleet: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Offline, from the HF cache: a repo without any recipe and a recipe naming a constituent that
     does not exist are recorded (no audit is started), and so is a merge that is not there at all."""
@@ -99,7 +99,8 @@ def test_no_recipe_and_missing_constituent_are_records(hub_offline: FakeHub, tmp
     models = tmp_path / "m.txt"
     models.write_text("mergers/no-recipe\nmergers/ghost-parent\nmergers/not-there\n")
     out = tmp_path / "o"
-    assert main(["batch", "--models", str(models), "--out", str(out)]) == 0
+    # rows that could not be audited: exit 2 (issue 14), the batch itself runs to the end
+    assert main(["batch", "--models", str(models), "--out", str(out), *toy_audit_args(toy_fleet)]) == 2
     by_id = {r.repo_id: r for r in read_records(out / "results.jsonl")}
     assert by_id["mergers/no-recipe"].status == "no recipe"
     assert by_id["mergers/no-recipe"].revision == hub_offline.repos["mergers/no-recipe"].sha
@@ -110,7 +111,7 @@ def test_no_recipe_and_missing_constituent_are_records(hub_offline: FakeHub, tmp
     assert (out / "leaderboard.html").is_file() and (out / "results.csv").is_file()
 
 
-def test_unparsable_recipe_is_a_record(hub_offline: FakeHub, tmp_path: Path) -> None:
+def test_unparsable_recipe_is_a_record(hub_offline: FakeHub, tmp_path: Path, toy_fleet: Path) -> None:
     """A recipe that is not YAML (in a copy of a cached repo) becomes an error record."""
     import shutil
 
@@ -121,6 +122,6 @@ def test_unparsable_recipe_is_a_record(hub_offline: FakeHub, tmp_path: Path) -> 
         (bad / "snapshots" / src.sha / "mergekit_config.yml").write_text("models: [unclosed\n")
     models = tmp_path / "m.txt"
     models.write_text("mergers/broken\n")
-    assert main(["batch", "--models", str(models), "--out", str(tmp_path / "o")]) == 0
+    assert main(["batch", "--models", str(models), "--out", str(tmp_path / "o"), *toy_audit_args(toy_fleet)]) == 2
     (rec,) = read_records(tmp_path / "o" / "results.jsonl")
     assert rec.status == "error" and "recipe" in (rec.error or "")

@@ -43,7 +43,9 @@ def test_top_n_against_fake_hub(hub_server: FakeHubServer, fake_hub: FakeHub, to
                                 shared_cache: Path, generations: list[str]) -> None:
     out = tmp_path / "out"
     rc = main(["batch", "--top", "10", "--out", str(out), "--cache", str(shared_cache), *toy_audit_args(toy_fleet)])
-    assert rc == 0
+    # the listing holds merges that cannot be audited (a missing constituent): exit 2, not 0 (issue 14)
+    errored = [r.repo_id for r in read_records(out / "results.jsonl") if r.status in ("error", "failed")]
+    assert errored and rc == 2
 
     listing = [r for r in hub_server.requests if r.startswith("/api/models?")]
     assert len(listing) == 1 and "filter=mergekit" in listing[0] and "sort=downloads" in listing[0]
@@ -100,7 +102,8 @@ def test_shards_partition_and_collect(hub_server: FakeHubServer, toy_fleet: Path
         d = tmp_path / f"shard{i}"
         rc = main(["batch", "--top", "10", "--shard", f"{i}/2", "--out", str(d), "--cache", str(shared_cache),
                    "--no-rebuild", *toy_audit_args(toy_fleet)])
-        assert rc == 0
+        errored = [r for r in read_records(d / "results.jsonl") if r.status in ("error", "failed")]
+        assert rc == (2 if errored else 0)  # a shard with a merge that cannot be audited exits 2 (issue 14)
         dirs.append(d)
     got = [[r.repo_id for r in read_records(d / "results.jsonl")] for d in dirs]
     assert got == [MERGES_BY_DOWNLOADS[0::2], MERGES_BY_DOWNLOADS[1::2]]

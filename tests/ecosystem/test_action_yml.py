@@ -118,7 +118,7 @@ def test_example_workflow_runs_on_every_pull_request() -> None:
     assert gate["if"] == "steps.changed.outputs.gate == 'true'"
     assert set(gate["with"]) <= set(_action()["inputs"])
     publish = job["steps"][-1]
-    assert "push mergegate-out" in publish["run"] and publish["env"]["MERGEGATE"] == "${{ steps.gate.outputs.mergegate }}"
+    assert "push \"$REPO_ID\" mergegate-out" in publish["run"] and publish["env"]["MERGEGATE"] == "${{ steps.gate.outputs.mergegate }}"
     assert {"checks", "pull-requests"} <= set(job["permissions"])
 
 

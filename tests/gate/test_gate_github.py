@@ -7,6 +7,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -231,6 +232,8 @@ def test_run_cli_in_actions(tmp_path: Path, server: FakeGitHub, monkeypatch: pyt
 
     monkeypatch.setattr(pipeline, "_default_merge_fn", lambda: fake_merge())
     monkeypatch.setattr(pipeline, "_default_audit_fn", lambda: fake_audit({"base": 93, "expert": 41, "out": 50}))
+    # the fake audit takes no prompt set or judge: nothing for the preflight to check
+    monkeypatch.setattr(pipeline, "check_run_inputs", lambda *a, **k: SimpleNamespace(notes=[]))
     for key, value in actions_env(tmp_path, server.url).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)

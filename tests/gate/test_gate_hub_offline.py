@@ -64,10 +64,12 @@ def commands(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         "audit-judge": ["audit", str(base), "--prompts", str(prompts), "--benign", "none",
                         "--cache", str(root / "cache-judge")],
         "run": ["run", str(recipe), "--out", str(root / "run-{env}"), "--no-github"],
-        "push": ["push", str(passed), "org/merge"],
-        "push-bad-id": ["push", str(passed), "not a repo id!"],
+        "push": ["push", "org/merge", str(passed)],
+        "push-bad-id": ["push", "not a repo id!", str(passed)],
         "batch": ["batch", "--top", "3", "--out", str(root / "batch-{env}")],
         "batch-models": ["batch", "--models", str(merges), "--out", str(root / "batch-models-{env}")],
+        "batch-models-pin": ["batch", "--models", str(merges), "--prompts", str(prompts), "--benign", "none",
+                             "--judge", "refusal-patterns", "--out", str(root / "batch-pin-{env}")],
     }
 
 
@@ -152,8 +154,8 @@ def test_push_names_the_repository_and_that_no_token_is_set(outcomes: dict, env:
 def test_push_with_an_invalid_repo_id_is_bad_input(outcomes: dict, env: str) -> None:
     result = outcomes[env]["push-bad-id"]
     assert result["code"] == 2, result
-    assert "'not a repo id!' is not a valid Hub repository id" in result["err"]
-    assert "ORG/NAME" in result["err"] and "internal error" not in result["err"]
+    assert "'not a repo id!' is not a" in result["err"] and "Hub repository id" in result["err"]
+    assert "mergegate push my-org/my-merge" in result["err"] and "internal error" not in result["err"]
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -167,14 +169,24 @@ def test_batch_top_names_the_listing_and_the_fix(outcomes: dict, env: str) -> No
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_batch_models_file_names_the_model_and_the_fix(outcomes: dict, env: str, commands: dict) -> None:
-    """A listed merge the Hub cannot deliver is an error row naming the model, why it was fetched
-    and the fix (the hint is kept in results.jsonl and on the console), never an internal error.
-    (Whether the batch's exit code then says so is the honest-summaries part of issue 14.)"""
-    result = outcomes[env]["batch-models"]
-    text = result["out"] + result["err"]
-    assert result["code"] != 3 and "internal error" not in text and "Traceback" not in text, text
+def test_batch_models_with_default_sources_names_beavertails_before_any_merge(outcomes: dict, env: str,
+                                                                               commands: dict) -> None:
+    """`batch --models FILE` with the default prompt set: the preflight's error, before any merge."""
+    _check(outcomes, env, "batch-models", "the BeaverTails prompt set (PKU-Alignment/BeaverTails)",
+           "--prompts beavertails (the default)", "pass --prompts FILE")
     out = Path(commands["batch-models"][4].replace("{env}", env))
+    assert not (out / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_batch_models_file_names_the_model_and_the_fix(outcomes: dict, env: str, commands: dict) -> None:
+    """A listed merge the Hub cannot deliver (local prompts, no judge model: the preflight passes)
+    is an error row naming the model, why it was fetched and the fix (the hint is kept in
+    results.jsonl and on the console); the batch exits 2, never with an internal error."""
+    result = outcomes[env]["batch-models-pin"]
+    text = result["out"] + result["err"]
+    assert result["code"] == 2 and "internal error" not in text and "Traceback" not in text, text
+    out = Path(commands["batch-models-pin"][-1].replace("{env}", env))
     (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert row["repo_id"] == "org/some-merge" and row["status"] == "error", row
     error = row["error"]

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_pre_commit_hook_manifest() -> None:
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "mergegate" and hook["stages"] == ["pre-push"]
-    assert hook["entry"].startswith("mergegate run mergekit_config.yml")
+    assert hook["entry"].startswith("mergegate pre-push mergekit_config.yml")
     assert hook["language"] == "python" and hook["pass_filenames"] is False and hook["always_run"] is True
     assert hook["minimum_pre_commit_version"] == "3.2.0"  # the `pre-push` stage name needs it
     for key in ("id", "name", "entry", "language"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _gate_fakes import fake_audit, fake_merge, write_recipe
@@ -193,6 +194,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(pipeline, "_default_merge_fn", lambda: fake_merge())
     monkeypatch.setattr(pipeline, "_default_audit_fn", lambda: audit)
+    # the fake audit takes no prompt set or judge: nothing for the preflight to check
+    monkeypatch.setattr(pipeline, "check_run_inputs", lambda *a, **k: SimpleNamespace(notes=[]))
     return state
 
 

@@ -20,9 +20,25 @@ class FakeHfApi:
     """Records each upload_folder call and the bytes it would upload (read at upload time, after
     ``during_upload`` ran, as the real client reads them)."""
 
-    def __init__(self, during_upload: Callable[[], None] | None = None) -> None:
+    def __init__(self, during_upload: Callable[[], None] | None = None, *,
+                 existing: dict[str, bool] | None = None) -> None:
         self.calls: list[dict[str, Any]] = []
         self.during_upload = during_upload
+        self.repos: dict[str, bool] = dict(existing or {})  # repo id -> private
+        self.created: list[dict[str, Any]] = []
+
+    def create_repo(self, *, repo_id: str, repo_type: str, private: bool | None, exist_ok: bool) -> Any:
+        assert exist_ok and repo_type == "model"
+        if repo_id not in self.repos:
+            self.repos[repo_id] = bool(private)
+            self.created.append({"repo_id": repo_id, "private": private})
+        return f"https://huggingface.co/{repo_id}"
+
+    def model_info(self, repo_id: str) -> Any:
+        class Info:
+            private = self.repos[repo_id]
+
+        return Info()
 
     def upload_folder(self, **kwargs: Any) -> Any:
         if self.during_upload is not None:
@@ -248,3 +264,78 @@ def test_push_after_a_failed_rerun_is_refused_and_names_the_kept_verdict(tmp_pat
     check, info = push(out, "org/merge", api=api)
     assert info is None and api.calls == []
     assert "decision is 'error'" in check.problems[0] and "report.previous.json" in check.problems[1]
+
+
+# --- the Hub's argument order, --private, --commit-message, a missing repository ------------------
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHfApi:
+    import huggingface_hub
+
+    api = FakeHfApi(existing={"org/public": False})
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: api)
+    return api
+
+
+def test_push_takes_the_hub_order_and_creates_a_missing_private_repo(
+        tmp_path: Path, hub: FakeHfApi, capsys: pytest.CaptureFixture[str]) -> None:
+    out = gated(tmp_path, 95)
+    assert main(["push", "org/new-merge", str(out), "--private", "--commit-message", "first upload"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"pushed {out} to org/new-merge https://huggingface.co/org/merge/commit/abc"
+    assert "deprecated" not in captured.err
+    assert hub.created == [{"repo_id": "org/new-merge", "private": True}]
+    (call,) = hub.calls
+    assert call["repo_id"] == "org/new-merge" and call["commit_message"] == "first upload"
+    # no --private: the Hub's default visibility for a new repository (private=None)
+    assert main(["push", "org/other", str(out)]) == 0
+    assert hub.created[-1] == {"repo_id": "org/other", "private": None}
+
+
+def test_push_old_order_still_works_with_a_deprecation_warning(
+        tmp_path: Path, hub: FakeHfApi, capsys: pytest.CaptureFixture[str]) -> None:
+    out = gated(tmp_path, 95)
+    assert main(["push", str(out), "org/merge", "--message", "old flag"]) == 0
+    err = capsys.readouterr().err
+    assert (f"mergegate: warning: `mergegate push DIR REPO_ID` is deprecated; write "
+            f"`mergegate push org/merge {out}` (the order of `hf upload`)") in err
+    assert hub.calls[0]["repo_id"] == "org/merge" and hub.calls[0]["commit_message"] == "old flag"
+    assert main(["push", "-q", str(out), "org/merge", "--check-only"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: no warning
+
+
+def test_push_dir_defaults_to_the_current_directory(
+        tmp_path: Path, hub: FakeHfApi, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = gated(tmp_path, 95)
+    monkeypatch.chdir(out)
+    assert main(["push", "org/merge", "--check-only"]) == 0
+    assert capsys.readouterr().out.strip() == ".: pass, and every file matches the audited hashes"
+
+
+def test_push_refuses_private_on_an_existing_public_repo(tmp_path: Path, hub: FakeHfApi,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = gated(tmp_path, 95)
+    assert main(["push", "org/public", str(out), "--private"]) == 2
+    err = capsys.readouterr().err
+    assert "org/public exists and is public; --private does not change an existing repository's visibility" in err
+    assert "field '--private'" in err or "--private" in err
+    assert hub.calls == []
+
+
+def test_push_arguments_that_cannot_be_read_unambiguously(
+        tmp_path: Path, hub: FakeHfApi, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = gated(tmp_path, 95)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "merge").mkdir(parents=True)  # a directory named like the repository id
+    assert main(["push", "org/merge", "out"]) == 2  # both readings possible: refused, not guessed
+    err = capsys.readouterr().err
+    assert "both 'org/merge' and 'out' are directories and valid Hub repository ids" in err
+    assert "mergegate push org/merge ./out" in err
+    assert main(["push", "org/merge", "./out", "--check-only"]) == 0  # ./out cannot be a repo id
+    assert main(["push", "out"]) == 2
+    assert "'out' is a directory; the Hub repository is missing" in capsys.readouterr().err
+    assert main(["push", "not a repo!", str(out)]) == 2
+    assert "'not a repo!' is not a Hub repository id" in capsys.readouterr().err
+    assert hub.calls == []

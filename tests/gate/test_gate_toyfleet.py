@@ -87,7 +87,8 @@ def test_broken_judge_is_an_error_without_a_card(toy_fleet: Path, tmp_path: Path
     assert main(["run", str(recipe(tmp_path, toy_fleet, "passes")), "--out", str(out),
                  *audit_args(toy_fleet, judge)]) == 2
     report = load_report(out)
-    assert report.decision == "error" and report.error and report.error.stage == "audit"
+    # found by the preflight, before anything is merged (issue 14)
+    assert report.decision == "error" and report.error and report.error.stage == "preflight"
     assert "model.safetensors" in report.error.message and report.error.exit_code == 2
     assert not (out / "README.md").exists()
     assert report.files == {}

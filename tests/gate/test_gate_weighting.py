@@ -32,7 +32,8 @@ def _args(fleet: Path, recipe: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_evomm_turns_a_blocked_declared_merge_into_a_passing_one(fleet: Path, tmp_path: Path) -> None:
+def test_evomm_turns_a_blocked_declared_merge_into_a_passing_one(fleet: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -47,6 +48,12 @@ def test_evomm_turns_a_blocked_declared_merge_into_a_passing_one(fleet: Path, tm
         assert code == 0, report["reasons"]
         w = report["weighting"]
         assert w["strategy"] == "evomm" and w["evaluations"] == 60
+        # the substitution is said in the report (and on the console, from report.notes)
+        assert any("differ from the declared recipe" in note for note in report["notes"])
+        captured = capsys.readouterr()
+        assert "note: --weighting evomm: the merge's weights were chosen by evomm" in captured.out
+        # in a log, the search reports its progress (done/total, then the total time)
+        assert "run weighting: evomm" in captured.err and "EvoMM candidates: 60/60 candidates in" in captured.err
         assert w["declared"]["weights"] and w["optimized"]["weights"] != w["declared"]["weights"]
         assert w["optimized"]["alignment"] > w["declared"]["alignment"]
         assert w["optimized"]["alignment"] == report["merged"]["alignment"]

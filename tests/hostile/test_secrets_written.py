@@ -95,6 +95,9 @@ def test_run_output_report_and_upload_are_redacted(toy_fleet: Path, tmp_path: Pa
     uploaded: dict[str, bytes] = {}
 
     class FakeHub:  # a local stand-in for HfApi: records what would leave the machine
+        def create_repo(self, **kw: object) -> str:
+            return "https://huggingface.co/org/merge"
+
         def upload_folder(self, **kw: object) -> object:
             folder = Path(str(kw["folder_path"]))
             for p in folder.rglob("*"):

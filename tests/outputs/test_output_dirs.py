@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _output_helpers import git_checkout, linear_recipe, siblings, tree
@@ -220,7 +221,9 @@ def test_previous_mergekit_output_is_accepted(tmp_path: Path, recipe: Path, mode
     assert check_output_dir(out).previous == "mergekit-yaml"
     code, text = merge(recipe, out, capsys)
     assert code == 0, text
-    assert (out / "mergegate_provenance.json").is_file() and not (out / "README.md").exists()
+    # replaced whole: mergekit's card is now the one `mergegate merge` writes (same structure)
+    assert (out / "mergegate_provenance.json").is_file()
+    assert (out / "README.md").read_text().startswith("---\nbase_model: []\nlibrary_name: transformers\n")
 
 
 def test_output_overlapping_an_input_model_is_refused(tmp_path: Path, models: tuple[Path, Path],
@@ -248,6 +251,8 @@ def test_run_into_a_git_checkout_writes_nothing(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(pipeline, "_default_merge_fn", lambda: fake_merge())
     monkeypatch.setattr(pipeline, "_default_audit_fn", lambda: fake_audit({"base": 93, "expert": 41}))
+    # the fake audit takes no prompt set or judge: nothing for the preflight to check
+    monkeypatch.setattr(pipeline, "check_run_inputs", lambda *a, **k: SimpleNamespace(notes=[]))
     recipe = write_recipe(tmp_path / "work")
     project = git_checkout(tmp_path / "project")
     monkeypatch.chdir(project)

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _output_helpers import siblings, tree
@@ -250,6 +251,8 @@ def test_concurrent_runs_the_second_refuses_and_changes_nothing(tmp_path: Path, 
     pid = wait_at(case, "audit", proc)
     monkeypatch.setattr(pipeline, "_default_merge_fn", lambda: fake_merge())
     monkeypatch.setattr(pipeline, "_default_audit_fn", lambda: fake_audit(ALIGN))
+    # the fake audit takes no prompt set or judge: nothing for the preflight to check
+    monkeypatch.setattr(pipeline, "check_run_inputs", lambda *a, **k: SimpleNamespace(notes=[]))
     capsys.readouterr()
     code = main(["run", str(case.recipe_a), "--out", str(case.out), "--policy", str(case.policy), "--no-github"])
     captured = capsys.readouterr()
