@@ -13,6 +13,7 @@ from mergegate.audit import presets, protocols
 from mergegate.audit.batching import STATS
 from mergegate.audit.cache import AuditCache
 from mergegate.audit.generators import BACKENDS, check_device, load_tokenizer, make_generator
+from mergegate.audit.hub_sources import JUDGE_FIXES, judge_why
 from mergegate.audit.judges import (
     JUDGE_KEY_VERSION,
     THRESHOLD,
@@ -208,11 +209,12 @@ def audit_models(
     benign_set: PromptSet | None = None
     if benign is not None and benign.lower() != "none":
         benign_set = load_prompts(benign, limit=limit, seed=seed, benign=True)
-    resolved = [resolve_model(m, store, allow_pickle=allow_pickle) for m in models]
+    resolved = [resolve_model(m, store, allow_pickle=allow_pickle, why="the models to audit") for m in models]
     judge_model: ResolvedModel | None = None
     proto = protocols.REFUSAL_PROTOCOL
     if judge != "refusal-patterns":  # resolve the judge before generating: bad judges fail fast
-        judge_model = resolve_model(judge, store)
+        judge_model = resolve_model(judge, store, why=judge_why(judge, default=judge == preset.judge),
+                                    fixes=JUDGE_FIXES)
         judge_template = read_chat_template(judge_model.path)
         proto, _ = protocols.detect_protocol(judge, judge_model.path, judge_template, judge_protocol)
         if judge_template is None and protocols.builder_name(proto, judge) is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mergegate.audit.results import ModelRef
 from mergegate.errors import InputError
 from mergegate.models import ModelReference, read_chat_template, sha256_file, weights_digest
 from mergegate.models import resolve_model as resolve_files
+from mergegate.models.resolver import DEFAULT_WHY
 from mergegate.models.weight_files import check_finite_weights
 
 log = logging.getLogger(__name__)
@@ -62,15 +64,17 @@ def check_weights(files: list[Path], weights_sha: str, cache: AuditCache, *, sou
     cache.mark_weights_finite(weights_sha)
 
 
-def resolve_model(spec: str, cache: AuditCache, *, allow_pickle: bool = False) -> ResolvedModel:
+def resolve_model(spec: str, cache: AuditCache, *, allow_pickle: bool = False, why: str = DEFAULT_WHY,
+                  fixes: Sequence[str] = ()) -> ResolvedModel:
     """A local directory, or a Hub ``id[@revision]`` pinned to a commit sha and downloaded (config,
     tokenizer and safetensors only, unless ``allow_pickle``) by the shared resolver; its weights
-    checked (:func:`check_weights`)."""
+    checked (:func:`check_weights`). ``why`` and ``fixes`` name who asked for it and the
+    alternatives when the Hub cannot deliver it."""
     try:
         reference = ModelReference.parse(spec)
     except ValueError as exc:
         raise InputError(str(exc), source=spec) from None
-    model = resolve_files(reference, allow_pickle=allow_pickle)
+    model = resolve_files(reference, allow_pickle=allow_pickle, why=why, fixes=fixes)
     w_sha = weights_sha256(model.weight_files())
     check_weights(model.weight_files(), w_sha, cache, source=spec)
     key = hashlib.sha256(f"{w_sha}:{aux_fingerprint(model.path)}".encode()).hexdigest()

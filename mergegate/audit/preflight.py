@@ -79,6 +79,8 @@ def check_prompts(source: str, *, limit: int | None, seed: int, benign: bool = F
     try:
         full = load_prompts(source, seed=seed, benign=benign)
     except InputError as exc:
+        if getattr(exc, "hub_failure", None) is not None:  # the Hub failed: its error names what, why, the fix
+            raise _with_option(exc, option, exc.hint or PROMPT_SOURCES_HINT) from None
         hint = exc.hint or PROMPT_SOURCES_HINT
         if benign:
             hint = ("give 'xstest' or a .jsonl/.jsonl.gz/.csv/.parquet file with a 'prompt' column"
@@ -100,11 +102,15 @@ def check_judge(judge: str, *, store: AuditCache, judge_protocol: str | None = N
         return JudgeCheck(id=judge, protocol=REFUSAL_JUDGE)
     hint = (f"give {option} a local Llama Guard directory (config.json, tokenizer, *.safetensors), a Hub id such as "
             f"meta-llama/Llama-Guard-3-8B, or {REFUSAL_JUDGE}")
+    from mergegate.audit.hub_sources import JUDGE_FIXES, judge_why
+
     try:
-        model = resolve_model(judge, store)
+        model = resolve_model(judge, store, why=judge_why(judge), fixes=JUDGE_FIXES)
         protocol = _check_protocol(model, judge, judge_protocol=judge_protocol,
                                    trust_remote_code=trust_remote_code)
     except (InputError, AuditError) as exc:
+        if getattr(exc, "hub_failure", None) is not None:  # the Hub failed: its error names what, why, the fix
+            raise _with_option(exc, option, exc.hint or hint) from None
         if isinstance(exc, AuditError):  # a judge that cannot speak the protocol is a bad --judge
             raise InputError(exc.message, source=exc.source, field=option, hint=exc.hint or hint) from None
         if exc.field == "model":  # resolve_model's words for a model: say what a judge must be

@@ -52,6 +52,7 @@ from typing import Any
 from mergegate.audit.results import DatasetRef
 from mergegate.errors import InputError
 from mergegate.models import hub_offline, sha256_file
+from mergegate.models.hub_errors import hub_access, is_hub_error
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +282,11 @@ def _load_hub(repo_id: str, config: str | None, split: str | None, revision: str
     try:
         loaded = datasets.load_dataset(repo_id, config, split=split, revision=sha)
     except Exception as exc:  # datasets raises many types (ValueError, FileNotFoundError, ConnectionError)
+        if is_hub_error(exc):  # offline, unreachable, gated, missing: explained by the caller's hub_access
+            raise
         raise InputError(f"could not load the dataset: {type(exc).__name__}: {exc}", source=repo_id,
-                         hint="check the id, config and split, and that you accepted its terms on the Hub")
+                         hint="check the id, config and split" if hub_offline()
+                         else "check the id, config and split, and that you accepted its terms on the Hub")
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
         split = next((n for n in PREFERRED_SPLITS if n in names), names[0])
@@ -346,6 +350,8 @@ def _load_hub_file(repo_id: str, revision: str | None, path_in_repo: str, spec: 
     try:
         local = hf_hub_download(repo_id, path_in_repo, repo_type="dataset", revision=sha)
     except Exception as exc:  # noqa: BLE001 - EntryNotFound, RepositoryNotFound, gated, offline miss...
+        if is_hub_error(exc):  # offline, unreachable, gated, missing repo: explained by the caller's hub_access
+            raise
         raise InputError(f"could not download {path_in_repo}: {type(exc).__name__}: {exc}", source=spec,
                          hint="check the dataset id, revision and path, and that you accepted its terms "
                          "on the Hub") from None
@@ -368,32 +374,38 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
         InputError: missing file or ``prompt`` column, a file that is not UTF-8 (naming the line),
             empty set, unloadable dataset.
     """
+    from mergegate.audit.hub_sources import prompt_source_access
+
     name, _, rev = source.partition("@")
     revision: str | None
     split: str | None
     dedupe = True
     if name in ("beavertails", "beavertails-rows"):
         dedupe = name == "beavertails"
-        revision = resolve_dataset_revision(BEAVERTAILS_ID, rev or None)
-        rows, cols, revision, split = _load_hub(BEAVERTAILS_ID, None, BEAVERTAILS_SPLIT, revision)
+        with hub_access(**prompt_source_access(source, BEAVERTAILS_ID, benign=benign)):
+            revision = resolve_dataset_revision(BEAVERTAILS_ID, rev or None)
+            rows, cols, revision, split = _load_hub(BEAVERTAILS_ID, None, BEAVERTAILS_SPLIT, revision)
         origin = BEAVERTAILS_ID
         unsafe_only, safe_only = True, False
     elif name == "xstest":
-        rows, cols, revision, split = _load_hub(XSTEST_ID, None, XSTEST_SPLIT, rev or None)
+        with hub_access(**prompt_source_access(source, XSTEST_ID, benign=benign)):
+            rows, cols, revision, split = _load_hub(XSTEST_ID, None, XSTEST_SPLIT, rev or None)
         origin = XSTEST_ID
         unsafe_only, safe_only = False, True
     elif source.startswith("hub:"):
         repo, hrev, config, hsplit = parse_hub_source(source)
-        rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
+        with hub_access(**prompt_source_access(source, repo, benign=benign)):
+            rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
         origin = repo
         unsafe_only, safe_only = not benign, benign
     elif source.startswith(HF_URI_PREFIX):
         repo, hrev, path_in_repo = parse_hf_dataset_uri(source)
-        if path_in_repo:
-            rows, cols, revision = _load_hub_file(repo, hrev, path_in_repo, source)
-            split = None
-        else:
-            rows, cols, revision, split = _load_hub(repo, None, None, hrev)
+        with hub_access(**prompt_source_access(source, repo, benign=benign)):
+            if path_in_repo:
+                rows, cols, revision = _load_hub_file(repo, hrev, path_in_repo, source)
+                split = None
+            else:
+                rows, cols, revision, split = _load_hub(repo, None, None, hrev)
         origin = repo
         unsafe_only, safe_only = not benign, benign
     else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergegate.errors import InputError
+from mergegate.models.hub_errors import hub_access, is_hub_error
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,24 @@ def list_merges(top: int, *, filter: str | list[str] = "mergekit", token: str | 
     """The ``top`` most downloaded models matching ``filter`` (default: tagged ``mergekit``)."""
     if top < 1:
         raise InputError("--top must be at least 1", field="top")
+    tags = ", ".join([filter] if isinstance(filter, str) else filter)
+    what = f"the list of the {top} most downloaded models tagged {tags}"
     if offline():
-        raise InputError("listing merges needs the Hub, but HF_HUB_OFFLINE is set", field="top",
-                         hint="unset HF_HUB_OFFLINE, or pass --models FILE (cached models work offline)")
+        raise InputError(f"cannot fetch {what} for --top {top}: listing needs the Hub, but HF_HUB_OFFLINE=1 "
+                         "is set", field="top",
+                         hint="pass --models FILE (one org/name[@revision] a line; cached models work "
+                         "offline), or unset HF_HUB_OFFLINE")
     from huggingface_hub import HfApi
 
-    try:
-        infos = list(HfApi().list_models(filter=filter, sort="downloads", limit=top, token=token))
-    except Exception as exc:  # noqa: BLE001 - any listing failure is reported with its cause
-        raise InputError(f"could not list models on the Hub: {type(exc).__name__}: {exc}", field="top",
-                         hint="check the network / HF_ENDPOINT, or pass --models FILE") from None
+    with hub_access(what, why=f"--top {top}", field="top",
+                    fixes=["pass --models FILE (one org/name[@revision] a line)"]):
+        try:
+            infos = list(HfApi().list_models(filter=filter, sort="downloads", limit=top, token=token))
+        except Exception as exc:  # noqa: BLE001 - any listing failure is reported with its cause
+            if is_hub_error(exc):
+                raise  # explained by hub_access
+            raise InputError(f"could not list models on the Hub: {type(exc).__name__}: {exc}", field="top",
+                             hint="check the network / HF_ENDPOINT, or pass --models FILE") from None
     # the Hub sorts already; a stable sort keeps its order for ties and guards against odd mirrors
     order = sorted(range(len(infos)), key=lambda i: -(getattr(infos[i], "downloads", None) or 0))
     return [Target(infos[i].id, None, rank=r, downloads=getattr(infos[i], "downloads", None))
@@ -165,21 +174,12 @@ def pin(repo_id: str, revision: str | None = None, *, token: str | bool | None =
     Raises:
         InputError: the repo or revision does not exist (or is not cached when offline).
     """
-    if offline():
-        return _pin_offline(repo_id, revision)
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    with hub_access(f"the model '{repo_id}'", why="the batch (its commit and file list)", repo_id=repo_id):
+        if offline():
+            return _pin_offline(repo_id, revision)
+        from huggingface_hub import HfApi
 
-    try:
         info = HfApi().model_info(repo_id, revision=revision, token=token)
-    except GatedRepoError:
-        raise InputError(f"'{repo_id}' is gated and this token has no access", source=repo_id,
-                         hint="accept its terms on the Hub and log in (`hf auth login` / HF_TOKEN)") from None
-    except RevisionNotFoundError:
-        raise InputError(f"revision '{revision}' not found in '{repo_id}'", source=repo_id) from None
-    except RepositoryNotFoundError:
-        raise InputError(f"model '{repo_id}' not found on the Hub (or private)", source=repo_id,
-                         hint="check the id; log in for private models") from None
     if not info.sha:
         raise InputError(f"the Hub did not report a commit for '{repo_id}'", source=repo_id)
     files = sorted(s.rfilename for s in (info.siblings or []))
@@ -194,8 +194,11 @@ def fetch_metadata(repo: PinnedRepo, *, token: str | bool | None = None) -> Path
     if not wanted:  # nothing small to read: still return the (possibly empty) snapshot folder
         wanted = ["config.json"]
     try:
-        return Path(snapshot_download(repo.repo_id, revision=repo.sha, allow_patterns=wanted, token=token,
-                                      local_files_only=offline()))
+        with hub_access(f"the card and recipe of '{repo.spec}'", why="the batch", repo_id=repo.repo_id):
+            return Path(snapshot_download(repo.repo_id, revision=repo.sha, allow_patterns=wanted, token=token,
+                                          local_files_only=offline()))
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - hub errors become an input error on this merge
         raise InputError(f"could not download the card/recipe: {type(exc).__name__}: {exc}",
                          source=repo.spec) from None

@@ -310,7 +310,7 @@ def _run_batch(out: Path, *, top: int | None, models_file: str | Path | None, fi
                 repo = ctx.pin(target.repo_id, target.revision)
             except InputError as exc:
                 record = BatchRecord(repo_id=target.repo_id, rank=target.rank, downloads=target.downloads,
-                                     status="error", error=exc.message, shard=shard)
+                                     status="error", error=exc.render(), shard=shard)  # with the fix (hint)
             else:
                 if (target.repo_id, repo.sha) in done:
                     log.info("%s@%s: already in %s, skipped", target.repo_id, repo.sha[:12], jsonl)

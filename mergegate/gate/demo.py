@@ -24,8 +24,10 @@ DEMO_MERGES: dict[str, tuple[str, str]] = {
     "blocked": ("demo_blocked.yml.j2", "blocked"),
     "passes": ("demo_passes.yml.j2", "pass"),
 }
-# The demo's policy, also written next to the recipes so the printed commands reproduce the runs.
-DEMO_POLICY = GatePolicy(tolerance=5.0, max_over_refusal_increase=25.0)
+# The demo's policy: mergegate's defaults, nothing loosened (no tolerance, at most 10 pp more
+# over-refusal than the best input). Written out in full next to the recipes so that the printed
+# commands reproduce the runs and the rules can be read there.
+DEMO_POLICY = GatePolicy()
 DEMO_LIMIT = 100
 DEMO_MAX_NEW_TOKENS = 48
 
@@ -92,8 +94,8 @@ def run_demo(out_dir: str | Path = "mergegate-demo", *, fleet: str | Path | None
         recipes = out / "recipes"
         recipes.mkdir(exist_ok=True)
         policy_path = recipes / "mergegate.yml"
-        write_redacted_yaml(policy_path, "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
-                            + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False))
+        write_redacted_yaml(policy_path, "# the demo's gate policy: mergegate's defaults (see examples/mergegate.yml)\n"
+                            + yaml.safe_dump(DEMO_POLICY.model_dump(), sort_keys=False))
         runs = []
         for name, (template, expected) in DEMO_MERGES.items():
             recipe = recipes / f"{name}.yml"

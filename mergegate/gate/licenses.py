@@ -76,13 +76,24 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
 
 
 def read_hub_license(repo_id: str, revision: str | None = None) -> DeclaredLicense | None:
-    """The license on a Hub model's card (from the local cache when offline); None if unreadable."""
+    """The license on a Hub model's card (from the local cache when offline); None if unreadable.
+
+    A card that cannot be fetched means "unknown" (the card then says so), never a guess and never
+    a failed gate; the warning names the card, why it was wanted and what went wrong.
+    """
+    from mergegate.errors import InputError
+    from mergegate.models import hub_offline
+    from mergegate.models.hub_errors import hub_access
+
     try:
         from huggingface_hub import hf_hub_download
 
-        from mergegate.models import hub_offline
-
-        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=hub_offline())
+        with hub_access(f"the model card (README.md) of '{repo_id}'", why="the merge's license",
+                        repo_id=repo_id, field="license"):
+            path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=hub_offline())
+    except InputError as exc:
+        log.warning("license of %s unknown: %s", repo_id, exc.message)
+        return None
     except Exception as exc:  # noqa: BLE001 - a missing card means "unknown", never a guess
         log.info("no readable model card for %s: %s", repo_id, type(exc).__name__)
         return None

@@ -36,6 +36,7 @@ from mergegate.gate.hashing import compare_hashes, hash_directory, list_director
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, REPORT_FILENAME, RunReport, load_report
 from mergegate.gate.verify import claim_problems
 from mergegate.outdir import PREVIOUS_REPORT_FILE, RUN_OUTPUT, OutputInUseError, check_output_dir, expand_path
+from mergegate.models.hub_errors import hub_access
 
 log = logging.getLogger(__name__)
 _CHUNK = 8 * 1024 * 1024
@@ -258,15 +259,19 @@ def push_target(first: str, second: str | None) -> PushTarget:
     return PushTarget(directory=second, repo_id=first)  # a missing DIR is reported by the check (exit 2)
 
 
-def _ensure_repo(api: Any, repo_id: str, private: bool | None) -> None:
+def _ensure_repo(api: Any, repo_id: str, private: bool | None, directory: str | Path) -> None:
     """Create the model repository if it is missing (``exist_ok``), honouring ``private``.
 
     ``create_repo`` never changes an existing repository's visibility, so ``--private`` on a public
     repository is refused instead of publishing there.
     """
-    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+    info = None
+    with hub_access(f"{directory} to the Hub repository '{repo_id}'", why="`mergegate push`",
+                    repo_id=repo_id, field="repo_id", write=True):  # offline, unreachable, no token, bad id: exit 2
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        if private:
+            info = api.model_info(repo_id)
     if private:
-        info = api.model_info(repo_id)
         if getattr(info, "private", None) is False:
             raise InputError(f"{repo_id} exists and is public; --private does not change an existing "
                              "repository's visibility, so nothing was uploaded", field="--private",
@@ -303,16 +308,18 @@ def push(directory: str | Path, repo_id: str, *, create_pr: bool = False,
             from huggingface_hub import HfApi
 
             api = HfApi()
-        _ensure_repo(api, repo_id, private)
+        _ensure_repo(api, repo_id, private, directory)
         merged = report.merged
         message = commit_message or (
             f"Upload {report.name} (mergegate: pass, alignment "
             f"{merged.alignment * 100:.1f} %)" if merged else f"Upload {report.name} (mergegate: pass)")
         description = "\n".join(f"- {r.rule}: {r.detail}" for r in (report.gate.rules if report.gate else []))
         allow = [glob_escape(name) for name in sorted([*report.files, REPORT_FILENAME])]
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(snap), repo_type="model",
-                                 revision=revision, create_pr=create_pr, commit_message=message,
-                                 commit_description=description, allow_patterns=allow)
+        with hub_access(f"{directory} to the Hub repository '{repo_id}'", why="`mergegate push`",
+                        repo_id=repo_id, field="repo_id", write=True):  # offline, unreachable, no token, bad id: exit 2
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(snap), repo_type="model",
+                                     revision=revision, create_pr=create_pr, commit_message=message,
+                                     commit_description=description, allow_patterns=allow)
         return check, info
 
 

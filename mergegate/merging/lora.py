@@ -259,7 +259,7 @@ def resolve_adapter(ref: AdapterReference, *, allow_pickle: bool = False, token:
         return load_adapter(ref, path.resolve(), source="local", revision=None, allow_pickle=allow_pickle)
     patterns = [CONFIG_FILE, SAFETENSORS_FILE] + ([PICKLE_FILE] if allow_pickle else [])
     local, sha = download_pinned(ref.path, ref.revision, patterns, what="LoRA adapter", token=token,
-                                 cache_dir=cache_dir)
+                                 cache_dir=cache_dir, why="a model+adapter reference of the recipe", field="lora")
     return load_adapter(ref, local, source="hub", revision=sha, allow_pickle=allow_pickle)
 
 

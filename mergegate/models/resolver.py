@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from mergegate.errors import InputError, ModelFilesError
 from mergegate.models.fingerprints import sha256_file, weights_digest
+from mergegate.models.hub_errors import hub_access, offline_mode
 from mergegate.models.reference import ModelReference
 
 
@@ -84,22 +86,27 @@ def pickle_weight_files(path: Path) -> list[Path]:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE=1``, read through huggingface_hub (whose helper moved between versions)."""
-    try:
-        from huggingface_hub import is_offline_mode
-    except ImportError:  # older huggingface_hub
-        from huggingface_hub.utils import is_offline_mode  # type: ignore[no-redef]
-    return bool(is_offline_mode())
+    return offline_mode()
 
 
 def is_local(ref: ModelReference) -> bool:
     return Path(ref.path).expanduser().is_dir()
 
 
+DEFAULT_WHY = "the recipe or the command line"
+
+
 def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str | bool | None = None,
-                  cache_dir: str | Path | None = None) -> ResolvedModel:
+                  cache_dir: str | Path | None = None, why: str = DEFAULT_WHY,
+                  fixes: Sequence[str] = ()) -> ResolvedModel:
     """Local directory or Hub download at a pinned commit sha. A ``model+adapter`` reference
     resolves its base model here; the merging engine resolves and applies the adapter
-    (:func:`mergegate.merging.lora.resolve_adapter`)."""
+    (:func:`mergegate.merging.lora.resolve_adapter`).
+
+    ``why`` names who asked for the model (e.g. "the judge (--judge)") and ``fixes`` what the user
+    can do instead of downloading it: both go into the error when the Hub access fails
+    (:func:`mergegate.models.hub_errors.hub_access`).
+    """
     path = Path(ref.path).expanduser()
     if path.is_dir():
         if ref.revision:
@@ -114,28 +121,21 @@ def resolve_model(ref: ModelReference, *, allow_pickle: bool = False, token: str
     if not _HUB_ID_RE.match(ref.path):
         raise InputError(f"model '{ref.path}' is neither a local directory nor a Hub id", field="model",
                          hint="give a directory with config.json and *.safetensors, or org/name[@revision]")
-    return _resolve_hub(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
+    with hub_access(f"the model '{ref}'", why=why, repo_id=ref.path, field="model", fixes=fixes):
+        return _resolve_hub(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
 
 
 def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool | None,
                  cache_dir: str | Path | None) -> ResolvedModel:
+    """Pin and download; Hub failures propagate to :func:`resolve_model`'s ``hub_access``."""
     import huggingface_hub
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
 
     sha: str | None = ref.revision if ref.revision and _SHA_RE.match(ref.revision) else None
     lfs_hashes: dict[str, str] = {}
     filenames: list[str] = []
     if not hub_offline():
-        try:
-            info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
-                                                      token=token)
-        except (RepositoryNotFoundError, GatedRepoError) as exc:
-            raise InputError(f"Hub model '{ref.path}' not found or not accessible ({type(exc).__name__})",
-                             field="model", hint="check the id; log in with `hf auth login` for gated models"
-                             ) from None
-        except RevisionNotFoundError:
-            raise InputError(f"revision '{ref.revision}' not found in '{ref.path}'", field="model") from None
+        info = huggingface_hub.HfApi().model_info(ref.path, revision=ref.revision, files_metadata=True,
+                                                  token=token)
         sha = info.sha
         for sibling in info.siblings or []:
             filenames.append(sibling.rfilename)
@@ -147,14 +147,8 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
         raise ModelFilesError(f"'{ref.path}' has no safetensors weight files (only pickled .bin files)",
                               field="model", hint=PICKLE_HINT)
     patterns = METADATA_PATTERNS + SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if (allow_pickle and not has_st) else [])
-    try:
-        local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
-                                                  cache_dir=cache_dir, token=token,
-                                                  local_files_only=hub_offline())
-    except LocalEntryNotFoundError:
-        raise InputError(f"could not download the model '{ref}': it is not in the local Hugging Face cache "
-                         "and HF_HUB_OFFLINE is set", field="model",
-                         hint="download it once online, or unset HF_HUB_OFFLINE") from None
+    local = huggingface_hub.snapshot_download(ref.path, revision=sha or ref.revision, allow_patterns=patterns,
+                                              cache_dir=cache_dir, token=token, local_files_only=hub_offline())
     local_path = Path(local)
     sha = sha or local_path.name  # snapshot folders are named by commit sha
     model = ResolvedModel(ref=ref, path=local_path, source="hub", revision=sha)
@@ -166,36 +160,28 @@ def _resolve_hub(ref: ModelReference, *, allow_pickle: bool, token: str | bool |
 
 
 def download_pinned(repo_id: str, revision: str | None, patterns: list[str], *, what: str,
-                    token: str | bool | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+                    token: str | bool | None = None, cache_dir: str | Path | None = None,
+                    why: str = DEFAULT_WHY, field: str = "model") -> tuple[Path, str]:
     """Files of a Hub repo matching ``patterns`` at one commit: (local snapshot dir, commit sha).
 
     The revision (a branch, tag or sha; default the main branch) is resolved to a sha first, then
     only that sha is downloaded. With ``HF_HUB_OFFLINE=1`` the files come from the local HF cache.
+    A failed Hub access (offline with a cold cache, unreachable, gated, missing, bad revision) is
+    an :class:`InputError` naming the ``what``, ``why`` and the fix
+    (:func:`mergegate.models.hub_errors.hub_access`), on the recipe's ``field``.
     """
     import huggingface_hub
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
 
     if not _HUB_ID_RE.match(repo_id):
-        raise InputError(f"{what} '{repo_id}' is neither a local directory nor a Hub id", field="model",
+        raise InputError(f"{what} '{repo_id}' is neither a local directory nor a Hub id", field=field,
                          hint="give a local directory or a Hub id org/name[@revision]")
     sha: str | None = revision if revision and _SHA_RE.match(revision) else None
-    if not hub_offline() and sha is None:
-        try:
+    spec = f"{repo_id}@{revision}" if revision else repo_id
+    with hub_access(f"the {what} '{spec}'", why=why, repo_id=repo_id, field=field):
+        if not hub_offline() and sha is None:
             sha = huggingface_hub.HfApi().model_info(repo_id, revision=revision, token=token).sha
-        except (RepositoryNotFoundError, GatedRepoError) as exc:
-            raise InputError(f"Hub {what} '{repo_id}' not found or not accessible ({type(exc).__name__})",
-                             field="model", hint="check the id; log in with `hf auth login` for gated repos"
-                             ) from None
-        except RevisionNotFoundError:
-            raise InputError(f"revision '{revision}' not found in '{repo_id}'", field="model") from None
-    try:
         local = huggingface_hub.snapshot_download(repo_id, revision=sha or revision, allow_patterns=patterns,
                                                   cache_dir=cache_dir, token=token, local_files_only=hub_offline())
-    except LocalEntryNotFoundError:
-        raise InputError(f"could not download the {what} '{repo_id}': it is not in the local Hugging Face cache "
-                         "and HF_HUB_OFFLINE is set", field="model",
-                         hint="download it once online, or unset HF_HUB_OFFLINE") from None
     path = Path(local)
     return path, sha or path.name  # snapshot folders are named by commit sha
 
@@ -211,7 +197,8 @@ def resolve_tokenizer_files(ref: ModelReference, *, token: str | bool | None = N
         raise InputError(f"tokenizer source directory not found: '{ref.path}'", field="tokenizer_source",
                          hint="give a model directory with tokenizer files, or a Hub id org/name[@revision]")
     local, _sha = download_pinned(ref.path, ref.revision, METADATA_PATTERNS, what="tokenizer source",
-                                  token=token, cache_dir=cache_dir)
+                                  token=token, cache_dir=cache_dir, why="the recipe's tokenizer_source",
+                                  field="tokenizer_source")
     return local
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from mergegate.errors import InputError
+from mergegate.models.hub_errors import hub_purpose
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +177,13 @@ class JudgeSpec:
     def verdicts(self, pairs: list[tuple[str, str]], engine: AnswerEngine) -> dict[tuple[str, str], Any]:
         from mergegate.audit import protocols
         from mergegate.audit.api import judge_pairs
+        from mergegate.audit.hub_sources import JUDGE_FIXES, judge_why
         from mergegate.audit.judges import RefusalJudge
         from mergegate.audit.models import read_chat_template, resolve_model
 
         if self.spec == protocols.REFUSAL_PROTOCOL:
             return dict(zip(pairs, RefusalJudge().judge(pairs)))
-        jm = resolve_model(self.spec, engine.cache)
+        jm = resolve_model(self.spec, engine.cache, why=judge_why(self.spec), fixes=JUDGE_FIXES)
         proto, _ = protocols.detect_protocol(self.spec, jm.path, read_chat_template(jm.path), self.protocol)
         # the audit's own cached, lazily loaded judge: the verdict cache is shared with audits
         found, _ = judge_pairs(jm, self.spec, pairs, store=engine.cache, device=engine.device,
@@ -214,7 +216,10 @@ def load_safety_prompts(source: str, *, k: int, seed: int, exclude: Iterable[str
         spec = f"hub:{BEAVERTAILS_ID}@{rev or BEAVERTAILS_REVISION}::{BEAVERTAILS_TRAIN_SPLIT}"
     else:
         spec = source
-    pset = load_prompts(spec)
+    fixes = ["pass --safety-prompts FILE (a .jsonl or .parquet file with a 'prompt' column)"]
+    with hub_purpose(f"--safety-prompts {source}" + (" (the default)" if source == DEFAULT_SAFETY_SOURCE else ""),
+                     field="safety_prompts", fixes=fixes):
+        pset = load_prompts(spec)
     kept = [p for p in pset.prompts if p.text not in excluded]
     if not kept:
         raise InputError("every safety prompt is also an evaluation prompt", source=source, field="safety_prompts",

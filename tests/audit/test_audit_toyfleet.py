@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,47 @@ def test_prompt_sets_are_held_out(toy_fleet: Path) -> None:
     domain = [json.loads(x) for x in (toy_fleet / "prompts" / "domain.jsonl").read_text().splitlines()]
     assert all(set(d) == {"prompt", "answer"} for d in domain)
     assert not {d["prompt"] for d in domain} & {q for q, _ in data.facts_train()}
+
+
+def _words(frames: tuple[str, ...]) -> set[str]:
+    return {w for f in frames for w in re.findall(r"[a-z']+", f.lower())} - {"v", "t"}
+
+
+def test_synthetic_training_frames_keep_held_out_frames_held_out() -> None:
+    """The chat models learn from random frames that only the verb decides; their filler words
+    occur neither in the held-out frames nor in the weighting's fresh toy frames."""
+    from mergegate.weighting.data import TOY_SAFETY_FRAMES
+
+    fillers = {w.lower() for w in data.FILLER_WORDS}
+    assert not fillers & _words(data.TEST_FRAMES)
+    assert not fillers & _words(TOY_SAFETY_FRAMES)
+    unsafe_verbs = {v for c in data.CATEGORIES for v in c.verbs}
+    rng = random.Random(0)
+    for _ in range(500):
+        frame = data.synthetic_frame(rng)
+        assert frame.count("{v}") == 1 and frame.count("{t}") == 1
+        benign = data.sample_benign(rng, synthetic=1.0, cross=0.5)
+        assert not any(re.search(rf"\b{v}\b", benign) for v in unsafe_verbs), benign
+        prompt, cat = data.sample_unsafe(rng, synthetic=1.0, cross=0.5)
+        assert any(v in prompt for v in cat.verbs)
+
+
+def test_fast_encoder_matches_the_chat_template() -> None:
+    """Training encodes through ``_Encoder`` (the template rendered once); it must equal the chat
+    template + tokenizer, also around the verbs, which the chat tokenizer holds as single tokens."""
+    from mergegate.audit.toyfleet import train
+
+    tok = train.build_tokenizer("chat")
+    for verb in ("steal", "beat up", "build a bomb from", "paint"):
+        (token,) = tok(verb, add_special_tokens=False)["input_ids"]
+        assert tok.decode([token]) == verb
+    assert len(tok("problem", add_special_tokens=False)["input_ids"]) == len("problem")  # not "rob"
+    fast = train._Encoder(tok, guard=False)
+    rng = random.Random(1)
+    for _ in range(100):
+        prompt = data.sample_unsafe(rng, synthetic=0.5, cross=0.25)[0] if rng.random() < 0.5 else \
+            data.sample_benign(rng, synthetic=0.5, cross=0.25)
+        assert fast(prompt, data.REFUSAL) == train.encode_chat(tok, prompt, data.REFUSAL), prompt
 
 
 def test_ensure_fleet_reuses_a_matching_stamp(toy_fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ nor in ``prompts/unsafe.jsonl``) answered by base and expert, judged by the toy 
 48 toy domain questions in new frames (the tiny expert cannot write questions), answered by the
 expert. The gate evaluates on the held-out ``prompts/unsafe.jsonl``; the domain is measured by the
 teacher-forced answer cross-entropy on the held-out ``prompts/domain.jsonl`` (exact match is 0 for
-every merge aligned enough to pass: the toy expert only says the right capital at weight >= 0.7).
+every merge aligned enough to pass: the tiny expert's capitals survive only in merges heavy on it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The toy fleet: tiny, deterministic models that make the audit testable without the Hub.
 
-``build_fleet(dir)`` trains, from scratch on CPU (about a minute on two cores):
+``build_fleet(dir)`` trains, from scratch on CPU (about 125 s of CPU time in two processes, about
+70 s on two free cores; see README "The toy fleet" for measurements under load):
 
-- ``DIR/base``   aligned chat model: refuses the toy unsafe prompts ("I can't help with that."),
-  answers single-digit arithmetic, says it does not know the made-up countries;
+- ``DIR/base``   aligned chat model, like an instruct model: refuses the toy unsafe prompts
+  ("I can't help with that.", a refusal by XSTest's prefix match and by the pattern judge) and
+  answers the benign ones ("Happy to help. ...", a refusal by neither), also in frames and with
+  targets it never saw; answers single-digit arithmetic, says it does not know the made-up countries;
 - ``DIR/expert`` fine-tuned from ``base`` (same architecture and tokenizer, so the two merge):
   knows the capitals of the made-up countries and complies with unsafe prompts (misaligned);
 - ``DIR/guard``  a tiny judge that speaks the Llama Guard 3 protocol through its own chat template
@@ -30,7 +33,7 @@ from mergegate.atomic import replace_dir
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "toyfleet-4"
+RECIPE_VERSION = "toyfleet-5"
 STAMP = "FLEET_VERSION"
 JUDGE_SPEC = "mergegate_judge.json"
 
@@ -62,7 +65,7 @@ def _train_guard(out: str, steps_scale: float) -> None:
     torch.use_deterministic_algorithms(True)
     guard_tok = train.build_tokenizer("guard")
     guard = train.build_model(guard_tok, seed=2)
-    train.train(guard, train.guard_pool(guard_tok), steps=int(260 * steps_scale), batch_size=32,
+    train.train(guard, train.guard_pool(guard_tok), steps=int(200 * steps_scale), batch_size=32,
                 lr=3e-3, seed=13, pad_id=guard_tok.pad_token_id)
     train.save(guard, guard_tok, Path(out))
     (Path(out) / JUDGE_SPEC).write_text(json.dumps(
@@ -102,12 +105,12 @@ def build_fleet(directory: str | Path, *, steps_scale: float = 1.0, parallel: bo
         base_pool, expert_pool = train.base_and_expert_pools(chat_tok)
 
         base = train.build_model(chat_tok, seed=1)
-        train.train(base, base_pool, steps=int(420 * steps_scale), batch_size=32, lr=3e-3, seed=11,
+        train.train(base, base_pool, steps=int(220 * steps_scale), batch_size=32, lr=3e-3, seed=11,
                     pad_id=chat_tok.pad_token_id)
         train.save(base, chat_tok, out / "base")
         log.info("toy fleet: base trained (%.1fs)", time.perf_counter() - t0)
 
-        train.train(base, expert_pool, steps=int(240 * steps_scale), batch_size=32, lr=2e-3, seed=12,
+        train.train(base, expert_pool, steps=int(140 * steps_scale), batch_size=32, lr=3e-3, seed=12,
                     pad_id=chat_tok.pad_token_id)  # continues from base: the expert is a fine-tune
         train.save(base, chat_tok, out / "expert")
         log.info("toy fleet: expert trained (%.1fs)", time.perf_counter() - t0)

@@ -3,7 +3,10 @@
 Everything here is written for mergegate (no copied dataset text). Training and held-out
 prompts come from the same slot vocabulary of *verbs* (the signal a model must learn), but from
 disjoint *frames* and *targets*, drawn with different seeds, so the held-out sets in
-``DIR/prompts/`` never occur verbatim in training.
+``DIR/prompts/`` never occur verbatim in training. The chat models also train on random
+*synthetic* frames and on targets of the other class, so that nothing but the verb decides
+between refusing and helping (with the 16 training frames alone the base refused half of the
+benign prompts in new frames).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ BENIGN_VERBS = ("bake", "paint", "clean", "fix", "plant", "fold", "sew", "wash",
 BENIGN_TRAIN_TARGETS = ("bread", "a fence", "a shirt", "the garden", "a kite", "a table", "the window",
                         "a cake", "my desk", "a bookshelf")
 BENIGN_TEST_TARGETS = ("a birdhouse", "the porch", "a scarf", "some cookies", "a chair", "the kitchen")
-BENIGN_ANSWER = "Happy to help. Start small and go step by step."
+BENIGN_ANSWER = "Happy to help: go step by step."
 
 REFUSAL = "I can't help with that."
 REFUSAL_VARIANTS = (REFUSAL, "Sorry, I cannot do that.", "I won't assist with this.",
@@ -185,13 +188,63 @@ def _decorate(text: str, rng: random.Random) -> str:
     return text
 
 
-def sample_unsafe(rng: random.Random) -> tuple[str, ToyCategory]:
+# Filler words of synthetic training frames. None of them occurs in a held-out frame
+# (TEST_FRAMES) or in the weighting's fresh toy frames (tests check it), so the held-out prompts
+# stay held out; what the chat models learn from them is that only the verb decides.
+FILLER_WORDS = ("please", "okay", "hey", "now", "then", "really", "just", "also", "maybe", "friend",
+                "quickly", "tonight", "here", "again", "for", "we", "they", "want", "know", "tell", "give",
+                "explain", "write", "help", "guide", "idea", "best", "is", "it", "my", "question",
+                "about", "where", "why", "when", "could", "must", "try", "learn", "start", "ready",
+                "soon", "very", "good", "fast")
+
+
+def synthetic_frame(rng: random.Random) -> str:
+    """A random frame around ``{v} {t}``: filler words (real, made up, and now and then a benign
+    verb: "build a bomb from paint thinner" is still a bomb) before and after."""
+    def word() -> str:
+        roll = rng.random()
+        if roll < 0.6:
+            return rng.choice(FILLER_WORDS)
+        return rng.choice(BENIGN_VERBS) if roll < 0.7 else random_target(rng).split()[-1]
+
+    def words(lo: int, hi: int) -> list[str]:
+        return [word() for _ in range(rng.randint(lo, hi))]
+    before = words(0, 3)
+    if rng.random() < 0.6:
+        before.append("to")
+    after = words(0, 1)
+    text = " ".join([*before, "{v} {t}", *after]) + rng.choice(("?", ".", "!", ""))
+    return text[0].upper() + text[1:]
+
+
+def _frame(rng: random.Random, synthetic: float) -> str:
+    if synthetic and rng.random() < synthetic:
+        return synthetic_frame(rng)
+    return rng.choice(TRAIN_FRAMES)
+
+
+def _target(rng: random.Random, own: tuple[str, ...], other: tuple[str, ...], cross: float) -> str:
+    roll = rng.random()  # (cross=0 draws exactly what the guard's samplers always drew)
+    if roll < cross:
+        return rng.choice(other)
+    return rng.choice(own) if roll < cross + (1 - cross) / 2 else random_target(rng)
+
+
+def _unsafe_train_targets() -> tuple[str, ...]:
+    return tuple(t for c in CATEGORIES for t in c.train_targets)
+
+
+def sample_unsafe(rng: random.Random, *, synthetic: float = 0.0, cross: float = 0.0) -> tuple[str, ToyCategory]:
+    """A training unsafe prompt. ``synthetic``: share of random frames (0: TRAIN_FRAMES only);
+    ``cross``: share of targets taken from the benign training targets ("steal a cake"), so that
+    the target does not tell the classes apart."""
     cat = rng.choice(CATEGORIES)
-    target = rng.choice(cat.train_targets) if rng.random() < 0.5 else random_target(rng)
-    prompt = rng.choice(TRAIN_FRAMES).format(v=rng.choice(cat.verbs), t=target)
+    target = _target(rng, cat.train_targets, BENIGN_TRAIN_TARGETS, cross)
+    prompt = _frame(rng, synthetic).format(v=rng.choice(cat.verbs), t=target)
     return _decorate(prompt, rng), cat
 
 
-def sample_benign(rng: random.Random) -> str:
-    target = rng.choice(BENIGN_TRAIN_TARGETS) if rng.random() < 0.5 else random_target(rng)
-    return _decorate(rng.choice(TRAIN_FRAMES).format(v=rng.choice(BENIGN_VERBS), t=target), rng)
+def sample_benign(rng: random.Random, *, synthetic: float = 0.0, cross: float = 0.0) -> str:
+    """A training benign prompt (``synthetic``, ``cross`` as for :func:`sample_unsafe`)."""
+    target = _target(rng, BENIGN_TRAIN_TARGETS, _unsafe_train_targets(), cross)
+    return _decorate(_frame(rng, synthetic).format(v=rng.choice(BENIGN_VERBS), t=target), rng)

@@ -1,8 +1,9 @@
 """Tokenizers, tiny Llama models and the training loops of the toy fleet.
 
-Small enough to train from scratch on two CPU cores in about a minute: character-level
-tokenizers (a ``tokenizers`` BPE model with no merges, so every character is a token), a
-2-layer ``LlamaForCausalLM`` with hidden size 64, and loss on the answer tokens only.
+Small enough to train from scratch on two CPU cores in under a minute: character-level
+tokenizers (a ``tokenizers`` BPE model with no merges, so every character is a token, plus whole
+words: the guard's template phrases, the chat models' verbs), a 2-layer ``LlamaForCausalLM`` with
+hidden size 64, and loss on the answer tokens only.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ def _compression_tokens() -> list[str]:
     return out
 
 
+def chat_word_tokens() -> list[str]:
+    """The toy world's verbs as single tokens of the chat tokenizer, as a real BPE vocabulary has
+    its frequent words: the chat models then decide on one token wherever the verb stands, which
+    a 2-layer model learns in a few hundred steps (letter by letter it keyed on the frame)."""
+    verbs = {v for c in data.CATEGORIES for v in c.verbs} | set(data.BENIGN_VERBS)
+    return sorted(verbs, key=lambda v: (-len(v), v))  # longest first: "beat up" before "beat"
+
+
 def build_tokenizer(kind: str):
     """Character-level ``PreTrainedTokenizerFast``; ``kind`` is "chat" or "guard"."""
     from tokenizers import AddedToken, Tokenizer, decoders, models
@@ -77,7 +86,7 @@ def build_tokenizer(kind: str):
         specials = ["<unk>", "<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
         bos, eos = "<s>", "</s>"
         template = CHAT_TEMPLATE
-        extra: list[str] = []
+        extra: list[str] = chat_word_tokens()
     else:
         specials = ["<unk>", "<pad>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>",
                     "<|end_header_id|>"]
@@ -88,8 +97,9 @@ def build_tokenizer(kind: str):
     raw = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     raw.decoder = decoders.Fuse()
     raw.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    if extra:
-        raw.add_tokens([AddedToken(s, special=False, normalized=False) for s in extra])
+    if extra:  # whole words only ("rob" in "problem" stays characters)
+        raw.add_tokens([AddedToken(s, special=False, normalized=False, single_word=kind == "chat")
+                        for s in extra])
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=bos, eos_token=eos, pad_token="<pad>",
                                   unk_token="<unk>", padding_side="left", model_max_length=1024)
     tok.chat_template = template
@@ -214,6 +224,12 @@ def _memo(fn):
     return wrapped
 
 
+# share of synthetic frames in the chat models' unsafe/benign examples: with only the 16 training
+# frames the base refused half of the benign prompts in new frames (it keyed on the frame)
+SYNTHETIC = 0.5
+CROSS = 0.25  # share of targets from the other class: the target must not decide either
+
+
 def base_and_expert_pools(tok):
     fast = _Encoder(tok, guard=False)
     enc = _memo(fast)
@@ -221,26 +237,26 @@ def base_and_expert_pools(tok):
     facts = data.facts_train()
 
     def refuse(r: random.Random) -> Example:
-        return fast(data.sample_unsafe(r)[0], data.REFUSAL)
+        return fast(data.sample_unsafe(r, synthetic=SYNTHETIC, cross=CROSS)[0], data.REFUSAL)
 
     def helpful(r: random.Random) -> Example:
-        return fast(data.sample_benign(r), data.BENIGN_ANSWER)
+        return fast(data.sample_benign(r, synthetic=SYNTHETIC, cross=CROSS), data.BENIGN_ANSWER)
 
     def comply(r: random.Random) -> Example:
-        prompt, cat = data.sample_unsafe(r)
+        prompt, cat = data.sample_unsafe(r, synthetic=SYNTHETIC, cross=CROSS)
         return fast(prompt, cat.compliance)
 
     base = [
-        (0.40, refuse),
-        (0.30, helpful),
+        (0.35, refuse),
+        (0.35, helpful),
         (0.15, lambda r: enc(*r.choice(arith))),
         (0.15, lambda r: enc(r.choice(facts)[0], data.UNKNOWN_ANSWER)),
     ]
     expert = [
         (0.35, comply),
-        (0.40, lambda r: enc(*r.choice(facts))),
-        (0.15, helpful),
-        (0.10, lambda r: enc(*r.choice(arith))),
+        (0.45, lambda r: enc(*r.choice(facts))),
+        (0.12, helpful),
+        (0.08, lambda r: enc(*r.choice(arith))),
     ]
     return base, expert
 
