@@ -58,7 +58,7 @@ def run_both(name: str, tensors: list[torch.Tensor], base_index: int | None, per
         else:
             params[key] = [p[key] for i, p in enumerate(per) if i != base_index]
     ref = mk.merge_tensors(ts, name, parameters=params, base_index=base_index, dtype=dtype)
-    return ours.to(dtype), ref
+    return ours.to(method.spec.result_dtype(dtype)), ref
 
 
 def spec_scope(spec, key: str) -> Scope:

@@ -1,4 +1,5 @@
-"""Linear (weighted average) merging, mergekit 0.1.5 ``linear``.
+"""Linear (weighted average) merging, mergekit 0.1.5 ``linear`` (arcee-ai/mergekit
+mergekit/merge_methods/linear.py).
 
 ``out = sum_i w_i x_i`` (divided by ``sum_i w_i`` when ``normalize``), accumulated in float32
 (float64 for float64 inputs) and returned in the compute dtype, exactly as mergekit does. The work
@@ -76,13 +77,15 @@ def weighted_sum(tensors: list[torch.Tensor], weights: list[float], *, normalize
     for sl in chunk_slices(dst.numel(), first.device):
         if dtype == acc_dtype:  # accumulate straight into the output
             acc = dst[sl]
-            torch.mul(srcs[0][sl], coeffs[0], out=acc)
         else:  # a float32 scratch chunk, reused
             if scratch is None:
                 scratch = torch.empty(sl.stop - sl.start, dtype=acc_dtype, device=first.device)
             acc = scratch[: sl.stop - sl.start]
-            acc.copy_(srcs[0][sl]).mul_(coeffs[0])
-        for src, c in zip(srcs[1:], coeffs[1:]):
+        # mergekit: zeros, then result.addcmul_(x_i, w_i) per input, a fused multiply-add on CPU
+        # exactly like add_(x_i, alpha=w_i); starting from +0 (not from x_0 * w_0) also gives
+        # mergekit's +0.0 where every product is -0.0
+        acc.zero_()
+        for src, c in zip(srcs, coeffs):
             acc.add_(src[sl], alpha=c)
         if denom is not None:
             acc.div_(denom)
