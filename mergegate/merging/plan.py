@@ -154,7 +154,7 @@ def _check_input_count(spec: MethodSpec, n_inputs: int, n_non_base: int) -> None
     low = spec.min_non_base or 0
     if n_non_base < low or (spec.max_non_base is not None and n_non_base > spec.max_non_base):
         raise ConfigError(f"merge_method '{spec.name}' takes {_count_phrase(low, spec.max_non_base)} "
-                          f"models besides the base, got {n_non_base}", field="models")
+                          f"model(s) besides the base, got {n_non_base}", field="models")
 
 
 def _num_layers(im: InputModel) -> int:

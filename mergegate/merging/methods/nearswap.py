@@ -32,7 +32,7 @@ def nearswap_tensors(t: float, base: torch.Tensor, other: torch.Tensor) -> torch
         w, rest = bufs[0, :n], bufs[1, :n]
         torch.sub(a[sl], b[sl], out=w).abs_().clamp_(min=MIN_DIFF)
         w.reciprocal_().mul_(t).clamp_(min=0, max=1)  # t / |a - b|, as Tensor.__rtruediv__ computes it
-        torch.neg(w, out=rest).add_(1).mul_(a[sl])  # (1 - w) * a: -w + 1 is 1 - w, one rounding
+        rest.fill_(1).sub_(w).mul_(a[sl])  # (1 - w) * a, as rsub computes 1 - w (NaNs keep their sign)
         torch.mul(w, b[sl], out=dst[sl]).add_(rest)  # w * b + (1 - w) * a
     return out
 
