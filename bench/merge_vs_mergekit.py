@@ -59,6 +59,21 @@ def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
             {"model": e[0], "parameters": {"weight": 0.5, "density": 0.5}},
             {"model": e[1], "parameters": {"weight": 0.3, "density": 0.5}},
             {"model": e[2], "parameters": {"weight": 0.2, "density": 0.5}}]},
+        "sce": {"merge_method": "sce", "base_model": b, "dtype": "bfloat16", "parameters": {"select_topk": 0.5},
+                "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "multislerp": {"merge_method": "multislerp", "base_model": b, "dtype": "bfloat16", "models": [
+            {"model": e[0], "parameters": {"weight": 0.5}}, {"model": e[1], "parameters": {"weight": 0.3}},
+            {"model": e[2], "parameters": {"weight": 0.2}}]},
+        "karcher": {"merge_method": "karcher", "dtype": "bfloat16",
+                    "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "nearswap": {"merge_method": "nearswap", "base_model": b, "dtype": "bfloat16", "parameters": {"t": 0.001},
+                     "models": [{"model": e[0]}]},
+        "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": b, "dtype": "bfloat16",
+                         "out_dtype": "bfloat16", "models": [{"model": e[0]}]},
+        "ram": {"merge_method": "ram", "base_model": b, "dtype": "bfloat16",
+                "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "ramplus_tl": {"merge_method": "ramplus_tl", "base_model": b, "dtype": "bfloat16", "out_dtype": "bfloat16",
+                       "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
     }
 
 
@@ -66,7 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=float, default=100e6, help="parameters per model (default 100e6)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--methods", default="linear,slerp,ties,dare_ties")
+    ap.add_argument("--methods", default="linear,slerp,ties,dare_ties,sce,multislerp",
+                    help="comma-separated; also karcher, nearswap, arcee_fusion, ram, ramplus_tl")
     ap.add_argument("--models-dir", default=None, help="reuse/keep the random models here")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "merge_vs_mergekit.json"))
     args = ap.parse_args()
