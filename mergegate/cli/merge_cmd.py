@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="mergekit YAML (mergekit_config.yml) or a README.md holding one")
     p.add_argument("out_dir", nargs="?", help="output directory (replaced atomically when the merge succeeds)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--seed", type=int, default=None, help="seed for random methods (dare_*, della*, arcee_fusion on large tensors)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for random methods (dare_*, della*, arcee_fusion on large tensors)")
     p.add_argument("--out-shard-size", default="5B",
                    help="max bytes per output shard, K/M/B suffixes as mergekit (default: 5B)")
     p.add_argument("--allow-pickle", "--allow-bin", dest="allow_pickle", action="store_true",

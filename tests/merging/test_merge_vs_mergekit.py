@@ -144,8 +144,9 @@ def _assert_same_model(ours: Path, theirs: Path, method: str) -> None:
             assert frac <= 0.01, f"{name}: {frac:.2%} of elements differ (> 1% threshold-tie allowance)"
         else:
             differ = x.reshape(-1).view(torch.uint8) != y.reshape(-1).view(torch.uint8)
+            worst = float((x.double() - y.double()).abs().max())
             assert not bool(differ.any()), (f"{name}: {int(differ.sum())} of {differ.numel()} bytes differ from "
-                                            f"mergekit's (max abs diff {float((x.double() - y.double()).abs().max()):.3g})")
+                                            f"mergekit's (max abs diff {worst:.3g})")
 
 
 @pytest.mark.slow
