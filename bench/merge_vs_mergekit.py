@@ -2,8 +2,10 @@
 
 Three ~100M-parameter random Llama "fine-tunes" plus their base (bfloat16, on local disk). Each tool
 runs as its own process (`mergegate merge` vs `mergekit-yaml`), alternating, REPEATS times; the
-best wall time and the peak RSS (wait4's ru_maxrss of that process) are reported, with ratios
-mergegate / mergekit. Inputs are read once beforehand so both start from a warm page cache.
+best wall time, the best CPU time (user + system, wait4's rusage: steadier than wall time on a
+shared machine) and the peak RSS (ru_maxrss of that process) are reported, with ratios
+mergegate / mergekit. Inputs are read once beforehand so both start from a warm page cache. The
+machine's load average at the start and the end of each method is recorded beside it.
 
     ./dev bench merge_vs_mergekit [--params 100e6] [--repeats 2] [--json bench/results/merge_vs_mergekit.json]
 """
@@ -27,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def measure(cmd: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of one process."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MiB) of one process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -37,7 +39,7 @@ def measure(cmd: list[str]) -> tuple[float, float, int]:
     if rc != 0:
         err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_maxrss / 1024, rc
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
@@ -110,32 +112,36 @@ def main() -> None:
     for name in args.methods.split(","):
         cfg = work / f"{name}.yml"
         cfg.write_text(yaml.safe_dump(recipes(base, experts)[name], sort_keys=False))
-        results: dict[str, list[tuple[float, float]]] = {"mergegate": [], "mergekit": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"mergegate": [], "mergekit": []}
+        load_before = os.getloadavg()[0]
         for _ in range(args.repeats):
             for tool in ("mergekit", "mergegate"):
                 out = work / f"out-{tool}-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 cmd = ([str(mergekit), str(cfg), str(out), "--random-seed", "0", "--quiet"] if tool == "mergekit"
                        else [str(BIN / "mergegate"), "merge", str(cfg), str(out), "--seed", "0"])
-                wall, rss, _ = measure(cmd)
-                results[tool].append((wall, rss))
+                results[tool].append(measure(cmd))
                 shutil.rmtree(out, ignore_errors=True)
-        ours_t = min(w for w, _ in results["mergegate"])
-        theirs_t = min(w for w, _ in results["mergekit"])
-        ours_m = max(m for _, m in results["mergegate"])
-        theirs_m = max(m for _, m in results["mergekit"])
+        ours_t, theirs_t = (min(r[0] for r in results[k]) for k in ("mergegate", "mergekit"))
+        ours_c, theirs_c = (min(r[1] for r in results[k]) for k in ("mergegate", "mergekit"))
+        ours_m, theirs_m = (max(r[2] for r in results[k]) for k in ("mergegate", "mergekit"))
         rows.append({"method": name, "mergegate_s": round(ours_t, 2), "mergekit_s": round(theirs_t, 2),
-                     "time_ratio": round(ours_t / theirs_t, 3), "mergegate_peak_mib": round(ours_m),
-                     "mergekit_peak_mib": round(theirs_m), "memory_ratio": round(ours_m / theirs_m, 3)})
+                     "time_ratio": round(ours_t / theirs_t, 3), "mergegate_cpu_s": round(ours_c, 2),
+                     "mergekit_cpu_s": round(theirs_c, 2), "cpu_ratio": round(ours_c / theirs_c, 3),
+                     "mergegate_peak_mib": round(ours_m), "mergekit_peak_mib": round(theirs_m),
+                     "memory_ratio": round(ours_m / theirs_m, 3),
+                     "load_avg": [round(load_before, 1), round(os.getloadavg()[0], 1)]})
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     print(f"\n{shape.num_params / 1e6:.0f}M-parameter models x 4 (bf16), {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}; best of {args.repeats}\n")
-    print("| method | mergegate (s) | mergekit (s) | time ratio | mergegate peak (MiB) | mergekit peak (MiB) | memory ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | mergegate (s) | mergekit 0.1.5 (s) | time ratio | CPU ratio | mergegate peak (MiB) | "
+          "mergekit peak (MiB) | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}x | "
-              f"{r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | {r['memory_ratio']:.2f}x |")
+        print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}× | "
+              f"{r['cpu_ratio']:.2f}× | {r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | "
+              f"{r['memory_ratio']:.2f}× |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"params_per_model": shape.num_params, "repeats": args.repeats,
