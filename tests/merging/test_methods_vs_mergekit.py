@@ -313,6 +313,22 @@ def test_sce(dtype, shape, n_models, shared):
     assert_identical(ours, ref)
 
 
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_sce_variance_is_torch_var(dtype, n):
+    """sce's vectorised Welford variance gives torch.var's bytes (which mergekit calls)."""
+    from mergegate.merging.methods.sce import VAR_CHUNK, variance_across
+
+    g = torch.Generator().manual_seed(n)
+    tvs = (torch.randn(n, 3, VAR_CHUNK // 2 + 77, generator=g) * 0.02).to(dtype)
+    tvs[:, 0, :100] = 0  # zero variance
+    tvs[:, 1, :100] = tvs[0, 1, :100].clone()  # identical rows
+    tvs[-1, 2, :50] *= 1e3  # one outlier
+    before = tvs.clone()
+    assert_identical(variance_across(tvs), torch.var(tvs, dim=0, unbiased=False))
+    assert torch.equal(tvs, before)  # inputs untouched
+
+
 def test_sce_base_in_the_middle_and_no_change():
     tensors = _inputs(2, (30, 11), seed=32)
     order = [tensors[1], tensors[0], tensors[2]]

@@ -13,7 +13,8 @@ For base ``b`` and task vectors ``tau_i = x_i - b`` (in the compute dtype, stack
 There are no per-model weights. The operations, their order, shapes and dtypes are mergekit's
 (including ``torch.topk`` for the selection, so which of several equal variances at the threshold
 survive is mergekit's choice too), so the result is mergekit's to the bit; intermediate results
-are computed in place where mergekit allocates a new tensor of the same values.
+are computed in place where mergekit allocates a new tensor of the same values, the variance with
+a vectorised copy of PyTorch's own Welford loop (``variance_across``) and the top-k unsorted.
 """
 
 from __future__ import annotations
@@ -32,18 +33,46 @@ def task_vectors(base: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor
     return tvs
 
 
+VAR_CHUNK = 1 << 20  # columns per float64 Welford chunk
+
+
+def variance_across(tvs: torch.Tensor) -> torch.Tensor:
+    """``torch.var(tvs, dim=0, unbiased=False)``, the same values, several times faster on CPU.
+
+    PyTorch's CPU kernel runs Welford's recurrence per output element with float64 accumulators
+    (``mean += (x - mean) / n; m2 += (x - mean_old) * (x - mean_new)``, then ``m2 / n`` rounded to
+    the tensor's dtype) in a scalar loop; this runs the same recurrence vectorised over the columns,
+    in float64, a chunk of columns at a time. Tested bit-identical to ``torch.var``."""
+    rows = tvs.reshape(tvs.shape[0], -1)
+    n = rows.shape[0]
+    out = torch.empty(rows.shape[1], dtype=tvs.dtype, device=tvs.device)
+    for start in range(0, rows.shape[1], VAR_CHUNK):
+        cols = rows[:, start:start + VAR_CHUNK]
+        mean = cols[0].to(torch.float64, copy=True)
+        m2 = torch.zeros_like(mean)
+        for i in range(1, n):
+            x = cols[i].to(torch.float64, copy=True)
+            delta = x - mean
+            mean += delta / (i + 1)
+            m2 += delta * x.sub_(mean)
+        out[start:start + VAR_CHUNK] = m2.div_(n)
+    return out.view(tvs.shape[1:])
+
+
 def topk_variance_mask(tvs: torch.Tensor, fraction: float, mask_dtype: torch.dtype) -> torch.Tensor:
     """1 at the ``int(count_nonzero(var) * fraction)`` positions of largest variance across inputs."""
     if fraction <= 0:
         return torch.zeros_like(tvs[0], dtype=mask_dtype)
     if fraction >= 1:
         return torch.ones_like(tvs[0], dtype=mask_dtype)
-    var = torch.var(tvs, dim=0, unbiased=False)
+    var = variance_across(tvs)
     k = int(torch.count_nonzero(var) * fraction)  # a float32 product, as mergekit rounds it
     mask = torch.zeros_like(var, dtype=mask_dtype)
     if k == 0:
         return mask
-    _, keep = torch.topk(var.abs().view(-1), k=k, largest=True)
+    # unsorted: the same selection (PyTorch's CPU topk picks the set with nth_element and only then
+    # sorts it), without sorting k elements
+    _, keep = torch.topk(var.abs().view(-1), k=k, largest=True, sorted=False)
     mask.view(-1)[keep] = 1
     return mask
 
