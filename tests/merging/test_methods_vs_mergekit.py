@@ -451,6 +451,17 @@ def test_ram(dtype, shape, name, n_models, shared):
     assert_identical(ours, ref)  # ramplus_tl: float32 for 16-bit inputs, as mergekit returns it
 
 
+@pytest.mark.parametrize("name", ["ram", "ramplus_tl"])
+def test_ram_several_chunks(name):
+    """More positions than one chunk: per-position reductions and whole-tensor counts as mergekit."""
+    tensors = _inputs(3, (1100, 1000), seed=42, spread=0.01)
+    for t in tensors[1:]:
+        t.view(-1)[::5] = tensors[0].view(-1)[::5]
+    shared = {"epsilon": 0.01} if name == "ram" else {"epsilon": 0.01, "r": 0.3, "alpha": 0.5}
+    ours, ref = run_both(name, tensors, 0, [{}] * 4, shared, torch.bfloat16)
+    assert_identical(ours, ref)
+
+
 @pytest.mark.parametrize("name", ["sce", "arcee_fusion", "karcher", "nearswap", "multislerp", "ram", "ramplus_tl"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 def test_result_dtype_is_mergekits(name, dtype):

@@ -14,8 +14,11 @@ input alone changes (``c == 1``) take that change whole; positions several input
 counts by a float clamp), which promotes the result to float32 for 16-bit inputs (``promotes_to``):
 a recipe without ``out_dtype`` writes float32 tensors, as mergekit 0.1.5 does.
 
-The operations, their order, shapes and dtypes are mergekit's, so the results are mergekit's to the
-bit; products are formed in place where mergekit allocates a new tensor of the same values.
+The operations, their order and dtypes are mergekit's, so the results are mergekit's to the bit.
+Every reduction is per position (over the inputs) or an integer count, so the work is done on
+chunks of ``COLUMNS`` positions (cache-sized, instead of mergekit's full-size stacked temporaries);
+``ramplus_tl`` first counts, then merges. Products are formed in place where mergekit allocates a
+new tensor of the same values.
 """
 
 from __future__ import annotations
@@ -29,26 +32,33 @@ from mergegate.merging.methods.base import BasePolicy, MergeInput, MethodSpec, P
 from mergegate.merging.methods.sce import task_vectors
 
 
+COLUMNS = 1 << 20  # positions per chunk
+
+
 @dataclass
 class Activity:
-    """The task vectors ``(N, numel)`` and mergekit's masks and counts over them."""
+    """A chunk of the task vectors ``(N, c)`` and mergekit's masks and counts over it."""
 
     rows: torch.Tensor
-    active: torch.Tensor  # bool (N, numel)
-    counts: torch.Tensor  # int64 (1, numel): active inputs per position
-    shared: torch.Tensor  # bool (1, numel): counts > 1
-    unique: torch.Tensor  # bool (1, numel): counts == 1
+    active: torch.Tensor  # bool (N, c)
+    counts: torch.Tensor  # int64 (1, c): active inputs per position
+    shared: torch.Tensor  # bool (1, c): counts > 1
+    unique: torch.Tensor  # bool (1, c): counts == 1
 
 
-def activity(base: torch.Tensor, others: list[torch.Tensor], epsilon: float) -> Activity:
-    rows = task_vectors(base, others).view(len(others), -1)
+def activity(base: torch.Tensor, others: list[torch.Tensor], epsilon: float, cols: slice) -> Activity:
+    """mergekit's ``_prepare_ram_vectors`` for the positions ``cols`` of the flattened tensors."""
+    b = base.reshape(-1)[cols]
+    rows = torch.empty((len(others), b.numel()), dtype=base.dtype, device=base.device)
+    for i, x in enumerate(others):
+        torch.sub(x.reshape(-1)[cols], b, out=rows[i])
     active = rows.abs() > epsilon
     counts = active.sum(dim=0, keepdim=True)
     return Activity(rows, active, counts, counts > 1, counts == 1)
 
 
 def ram_combine(act: Activity, unique_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_i (z_i u [* lambda_i] + z_i s / max(c, 1))`` with ``z_i = tau_i * a_i``, (1, numel)."""
+    """``sum_i (z_i u [* lambda_i] + z_i s / max(c, 1))`` with ``z_i = tau_i * a_i``, (1, c)."""
     z = act.rows.mul_(act.active)  # the rows are ours: mask them in place
     solo = z * act.unique
     if unique_scale is not None:
@@ -56,24 +66,42 @@ def ram_combine(act: Activity, unique_scale: torch.Tensor | None = None) -> torc
     return (solo + z * act.shared / act.counts.clamp(min=1)).sum(dim=0, keepdim=True)
 
 
+def _chunks(numel: int) -> list[slice]:
+    return [slice(start, min(numel, start + COLUMNS)) for start in range(0, numel, COLUMNS)] or [slice(0, 0)]
+
+
+def _merge(base: torch.Tensor, others: list[torch.Tensor], epsilon: float,
+           unique_scale: torch.Tensor | None) -> torch.Tensor:
+    dtype = base.dtype if unique_scale is None else torch.promote_types(base.dtype, unique_scale.dtype)
+    out = torch.empty(base.shape, dtype=dtype, device=base.device)
+    flat_out, flat_base = out.view(-1), base.reshape(-1)
+    for cols in _chunks(base.numel()):
+        merged = ram_combine(activity(base, others, epsilon, cols), unique_scale)
+        torch.add(flat_base[cols], merged.reshape(-1), out=flat_out[cols])
+    return out
+
+
 def ram_tensors(base: torch.Tensor, others: list[torch.Tensor], *, epsilon: float = 1e-5) -> torch.Tensor:
     if not others:
         return base
-    merged = ram_combine(activity(base, others, epsilon))
-    return base + merged.reshape_as(base)
+    return _merge(base, others, epsilon, None)
 
 
 def ramplus_tl_tensors(base: torch.Tensor, others: list[torch.Tensor], *, r: float = 0.1, alpha: float = 0.2,
                        epsilon: float = 1e-5) -> torch.Tensor:
     if not others:
         return base
-    act = activity(base, others, epsilon)
-    shared_counts = (act.active & act.shared).sum(dim=1)
-    unique_counts = (act.active & act.unique).sum(dim=1)
+    # per input, over the whole tensor: its active positions that are shared / unique (exact integer
+    # counts, so summing them chunk by chunk changes nothing)
+    shared_counts = torch.zeros(len(others), dtype=torch.int64, device=base.device)
+    unique_counts = torch.zeros_like(shared_counts)
+    for cols in _chunks(base.numel()):
+        act = activity(base, others, epsilon, cols)
+        shared_counts += (act.active & act.shared).sum(dim=1)
+        unique_counts += (act.active & act.unique).sum(dim=1)
     rho = shared_counts / unique_counts.clamp(min=epsilon)  # int64 clamped by a float: float32
     lam = 1 + r * rho.clamp(min=0, max=alpha)
-    merged = ram_combine(act, lam)
-    return base + merged.reshape_as(base)
+    return _merge(base, others, epsilon, lam)
 
 
 def _spec(name: str, pretty: str, params: tuple[ParamSpec, ...], promotes_to: torch.dtype | None) -> MethodSpec:
