@@ -70,9 +70,10 @@ def topk_variance_mask(tvs: torch.Tensor, fraction: float, mask_dtype: torch.dty
     mask = torch.zeros_like(var, dtype=mask_dtype)
     if k == 0:
         return mask
-    # unsorted: the same selection (PyTorch's CPU topk picks the set with nth_element and only then
+    # mergekit ranks var.abs(): a variance is never negative (nor -0.0), so that is var itself.
+    # Unsorted: the same selection (PyTorch's CPU topk picks the set with nth_element and only then
     # sorts it), without sorting k elements
-    _, keep = torch.topk(var.abs().view(-1), k=k, largest=True, sorted=False)
+    _, keep = torch.topk(var.view(-1), k=k, largest=True, sorted=False)
     mask.view(-1)[keep] = 1
     return mask
 
