@@ -166,6 +166,13 @@ def test_slerp_several_chunks(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_several_chunks(dtype):
+    tensors = _inputs(2, (700, 1000), seed=22, spread=0.05)
+    ours, ref = run_both("linear", tensors, None, [{"weight": 0.5}, {"weight": 0.3}, {"weight": -0.1}], {}, dtype)
+    assert_identical(ours, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_zero_products_are_positive_zero(dtype):
     """mergekit accumulates from +0: where every product is -0.0 the result is +0.0."""
     tensors = [torch.zeros(64), torch.zeros(64)]
