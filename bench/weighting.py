@@ -30,7 +30,7 @@ import torch
 def cpu_section(fleet_dir: str | None, budget: int, methods: list[str]) -> dict:
     from mergegate.audit.toyfleet import ensure_fleet
     from mergegate.gate.demo import default_fleet_dir
-    from mergegate.merging.weighting import optimize_recipe
+    from mergegate.weighting import optimize_recipe
 
     fleet = ensure_fleet(Path(fleet_dir) if fleet_dir else default_fleet_dir()).resolve()
     out: dict = {"fleet": str(fleet), "budget": budget, "threads": 1, "runs": {}}
@@ -63,8 +63,8 @@ def cpu_section(fleet_dir: str | None, budget: int, methods: list[str]) -> dict:
 def gpu_section(device: str, params: float, k: int, prompt_len: int, answer_len: int, batch: int) -> dict:
     from mergegate.merging import plan_merge
     from mergegate.merging.random_models import make_family, shape_for_params
-    from mergegate.merging.weighting.loss import Encoded, mean_ce
-    from mergegate.merging.weighting.recombine import InMemoryMerger
+    from mergegate.weighting.loss import Encoded, mean_ce
+    from mergegate.weighting.recombine import InMemoryMerger
 
     vocab = 32000 if params >= 1e8 else 512
     shape = shape_for_params(int(params), layers=16 if params >= 1e8 else 2, vocab=vocab)

@@ -68,7 +68,17 @@ def check_vocab(model: Any, tokenizer: Any, source: str) -> None:
 def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ModelFilesError(f"could not load the tokenizer ({type(exc).__name__}: {str(exc)[:300]})",
+                              source=str(path), hint="check tokenizer.json / tokenizer_config.json (re-download "
+                              "the model)") from None
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+        if type(exc).__name__ != "Exception":
+            raise
+        raise ModelFilesError(f"could not load the tokenizer ({str(exc)[:300]})", source=str(path),
+                              hint="check tokenizer.json (re-download the model)") from None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

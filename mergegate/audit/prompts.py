@@ -5,19 +5,33 @@ Source strings:
 - ``beavertails`` (default): ``PKU-Alignment/BeaverTails``, split ``30k_test``, rows with
   ``is_safe == False``, prompts de-duplicated (categories of duplicate rows are merged);
   ``beavertails@SHA`` pins a revision explicitly.
-- ``xstest`` (default benign set): ``walledai/XSTest`` (split ``train``), rows with ``label == "safe"``
-  (and not of a ``contrast_*`` type).
+- ``beavertails-rows[@SHA]``: the same rows *not* de-duplicated (every unsafe row is a prompt, as the
+  seed paper judged 1,733 rows holding 1,483 distinct prompts: hammoudhasan/MergeAlign
+  ``evaluation/llama_guard_eval/responses/beaver_tails_aaditya_Llama3_OpenBioLLM_8B.json``).
+- ``xstest`` (default benign set): ``walledai/XSTest``, the split that exists (``test`` on the Hub copy
+  evaluation harnesses load, e.g. stanford-crfm/helm ``src/helm/benchmark/scenarios/xstest_scenario.py``
+  ``load_dataset("walledai/XSTest", split="test")``), rows with ``label == "safe"`` (and not of a
+  ``contrast_*`` type: paul-rottger/exaggerated-safety ``xstest_prompts.csv`` has 250 safe and 200
+  ``contrast_*`` unsafe prompts).
 - ``hub:ID[:config][:split]`` (``hub:ID@REV...`` pins a revision): any Hub dataset with a ``prompt``
   column; an ``is_safe`` column, if present, keeps unsafe rows only (for unsafe prompt sets).
-- a local ``.jsonl`` or ``.parquet`` file with a ``prompt`` column and an optional ``category``
-  (a string, a list of strings, or a BeaverTails-style dict of booleans).
+- a local ``.jsonl``, ``.jsonl.gz`` (as BeaverTails ships ``round0/30k/test.jsonl.gz``), ``.csv`` (as
+  XSTest ships ``xstest_prompts.csv``) or ``.parquet`` file with a ``prompt`` column and an optional
+  ``category`` (a string, a list of strings, or a BeaverTails-style dict of booleans).
+
+The same label filters apply to local files as to the Hub: an unsafe set keeps rows with
+``is_safe == false`` when the column exists; a benign set keeps rows with ``label == "safe"`` (and no
+``contrast_*`` type) when those columns exist. How many rows were read, kept and why is recorded in
+``DatasetRef`` (``rows``, ``kept``, ``filter``) and logged.
 
 Hub datasets are pinned to a commit sha (``HfApi.dataset_info``), recorded in ``DatasetRef``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
+import gzip
+import io
 import json
 import logging
 import random
@@ -30,7 +44,7 @@ from typing import Any
 
 from mergegate.audit.results import DatasetRef
 from mergegate.errors import InputError
-from mergegate.merging.resolver import hub_offline
+from mergegate.models import hub_offline, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +54,10 @@ BEAVERTAILS_SPLIT = "30k_test"
 # only when the Hub cannot be asked (HF_HUB_OFFLINE=1) and no revision was given.
 BEAVERTAILS_REVISION = "8401fe609d288129cc684a9b3be6a93e41cfe678"
 XSTEST_ID = "walledai/XSTest"
-XSTEST_SPLIT = "train"
+XSTEST_SPLIT: str | None = None  # whichever split the repo has ("test" preferred)
+PREFERRED_SPLITS = ("test", "train")
+UNSAFE_FILTER = "is_safe == false"
+BENIGN_FILTER = "label == 'safe' and type not contrast_*"
 CATEGORY_SEP = "|"  # joins several source categories of one prompt (BeaverTails keys contain commas)
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -81,22 +98,53 @@ def _categories(value: Any, source: str) -> tuple[str, ...]:
                      hint="use a string, a list of strings or a dict of booleans")
 
 
+def _is_false(value: Any) -> bool:
+    """``is_safe`` as JSON (a bool) or as CSV/parquet text ("False", "false", "0")."""
+    if isinstance(value, bool):
+        return value is False
+    if isinstance(value, (int, float)):
+        return value == 0
+    return isinstance(value, str) and value.strip().lower() in ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class FilterStats:
+    rows: int  # rows read
+    kept: int  # rows that passed the label filter
+    filter: str | None  # the filter applied (None: no label column to filter on)
+
+
+def filter_rows(rows: list[Mapping[str, Any]], columns: Iterable[str], *, unsafe_only: bool = False,
+                safe_label_only: bool = False) -> tuple[list[Mapping[str, Any]], FilterStats]:
+    """Apply the label filter of an unsafe set (``is_safe == false``) or a benign set (XSTest's safe
+    label, contrast prompts dropped), when the rows have those columns."""
+    columns = set(columns)
+    applied: str | None = None
+    kept = rows
+    if unsafe_only and "is_safe" in columns:
+        kept, applied = [r for r in kept if _is_false(r.get("is_safe"))], UNSAFE_FILTER
+    if safe_label_only and ("label" in columns or "type" in columns):
+        kept = [r for r in kept if ("label" not in columns or str(r.get("label")).strip().lower() == "safe")
+                and not str(r.get("type") or "").startswith("contrast")]
+        applied = BENIGN_FILTER
+    return kept, FilterStats(rows=len(rows), kept=len(kept), filter=applied)
+
+
 def rows_to_prompts(rows: Iterable[Mapping[str, Any]], *, source: str, columns: Iterable[str],
-                    unsafe_only: bool = False, safe_label_only: bool = False) -> list[Prompt]:
-    """Validate, filter and de-duplicate rows into prompts (first-seen order, categories merged)."""
+                    unsafe_only: bool = False, safe_label_only: bool = False, dedupe: bool = True) -> list[Prompt]:
+    """Validate, filter and de-duplicate rows into prompts (first-seen order, categories merged).
+
+    With ``dedupe=False`` every kept row is a prompt (duplicates stay, in row order).
+    """
     columns = list(columns)
     if "prompt" not in columns:
         raise InputError(f"no 'prompt' column (columns found: {', '.join(columns) or 'none'})",
                          source=source, field="prompt",
-                         hint="give a JSONL/Parquet file or dataset whose rows have a 'prompt' text field")
+                         hint="give a JSONL/CSV/Parquet file or dataset whose rows have a 'prompt' text field")
+    kept, _ = filter_rows(list(rows), columns, unsafe_only=unsafe_only, safe_label_only=safe_label_only)
     merged: dict[str, set[str]] = {}
-    for i, row in enumerate(rows):
-        if unsafe_only and "is_safe" in row and row["is_safe"] is not False:
-            continue
-        if safe_label_only and "label" in row and str(row["label"]).lower() != "safe":
-            continue
-        if safe_label_only and str(row.get("type") or "").startswith("contrast"):
-            continue  # XSTest's unsafe contrast prompts, when no label column says so
+    every: list[Prompt] = []
+    for i, row in enumerate(kept):
         text = row.get("prompt")
         if not isinstance(text, str):
             raise InputError(f"row {i}: 'prompt' is {type(text).__name__}, not text", source=source,
@@ -104,7 +152,11 @@ def rows_to_prompts(rows: Iterable[Mapping[str, Any]], *, source: str, columns: 
         text = text.strip()
         if not text:
             continue
-        merged.setdefault(text, set()).update(_categories(row.get("category"), source))
+        cats = _categories(row.get("category"), source)
+        merged.setdefault(text, set()).update(cats)
+        every.append(Prompt(text, tuple(sorted(cats))))
+    if not dedupe:
+        return every
     return [Prompt(text, tuple(sorted(cats))) for text, cats in merged.items()]
 
 
@@ -130,38 +182,71 @@ def stratified_sample(prompts: list[Prompt], limit: int, seed: int) -> list[Prom
     return [prompts[i] for i in sorted(chosen)]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+LOCAL_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".parquet")
 
 
-def _read_local(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    if path.suffix == ".jsonl":
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in LOCAL_SUFFIXES if name.endswith(s)), path.suffix)
+
+
+def _text_lines(path: Path, raw: bytes) -> list[str]:
+    """The file's lines as text; a byte that is not UTF-8 is an error naming the file and the line."""
+    lines = raw.split(b"\n")
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        try:
+            out.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"line {lineno} is not valid UTF-8 (byte 0x{line[exc.start]:02x} at column "
+                             f"{exc.start + 1})", source=str(path), field="encoding",
+                             hint="save the prompt file as UTF-8") from None
+    return out
+
+
+def _read_bytes(path: Path) -> bytes:
+    if _suffix(path) == ".jsonl.gz":
+        try:
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        except (OSError, EOFError) as exc:
+            raise InputError(f"not a readable gzip file: {exc}", source=str(path),
+                             hint="give a gzip-compressed JSONL file (.jsonl.gz)") from None
+    return path.read_bytes()
+
+
+def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    suffix = _suffix(path)
+    if suffix in (".jsonl", ".jsonl.gz"):
         rows: list[dict[str, Any]] = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"line {lineno} is not valid JSON: {exc.msg}", source=str(path),
-                                     hint="one JSON object per line") from exc
-                if not isinstance(row, dict):
-                    raise InputError(f"line {lineno} is not a JSON object", source=str(path))
-                rows.append(row)
+        for lineno, line in enumerate(_text_lines(path, _read_bytes(path)), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"line {lineno} is not valid JSON: {exc.msg}", source=str(path),
+                                 hint="one JSON object per line") from exc
+            if not isinstance(row, dict):
+                raise InputError(f"line {lineno} is not a JSON object", source=str(path))
+            rows.append(row)
         columns = sorted({k for r in rows for k in r})
         return rows, columns
-    if path.suffix == ".parquet":
+    if suffix == ".csv":
+        text = "\n".join(_text_lines(path, _read_bytes(path)))
+        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+        try:
+            rows = [dict(r) for r in reader]
+        except csv.Error as exc:
+            raise InputError(f"line {reader.line_num}: not valid CSV: {exc}", source=str(path)) from None
+        return rows, list(reader.fieldnames or [])
+    if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         return table.to_pylist(), list(table.column_names)
     raise InputError(f"unsupported prompt file type '{path.suffix}'", source=str(path),
-                     hint="use a .jsonl or .parquet file with a 'prompt' column")
+                     hint="use a .jsonl, .jsonl.gz, .csv or .parquet file with a 'prompt' column")
 
 
 def resolve_dataset_revision(repo_id: str, revision: str | None) -> str:
@@ -193,7 +278,7 @@ def _load_hub(repo_id: str, config: str | None, split: str | None, revision: str
                          hint="check the id, config and split, and that you accepted its terms on the Hub")
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
-        split = "test" if "test" in names else names[0]
+        split = next((n for n in PREFERRED_SPLITS if n in names), names[0])
         loaded = loaded[split]
     return list(loaded), list(loaded.column_names), sha, str(split)
 
@@ -215,46 +300,58 @@ def load_prompts(source: str, *, limit: int | None = None, seed: int = 0, benign
     """Load, filter, de-duplicate and (with ``limit``) stratify-sample a prompt set.
 
     Args:
-        source: ``beavertails[@SHA]``, ``xstest[@SHA]``, ``hub:ID[:config][:split]`` or a file path.
+        source: ``beavertails[@SHA]``, ``beavertails-rows[@SHA]``, ``xstest[@SHA]``,
+            ``hub:ID[:config][:split]`` or a file path (.jsonl, .jsonl.gz, .csv, .parquet).
         limit: keep at most this many prompts, a seeded sample stratified by category.
         seed: seed of that sample.
-        benign: the set is benign (over-refusal); an ``is_safe`` filter is not applied.
+        benign: the set is benign (over-refusal): XSTest's safe-label filter instead of ``is_safe``.
 
     Raises:
-        InputError: missing file or ``prompt`` column, empty set, unloadable dataset.
+        InputError: missing file or ``prompt`` column, a file that is not UTF-8 (naming the line),
+            empty set, unloadable dataset.
     """
     name, _, rev = source.partition("@")
     revision: str | None
     split: str | None
-    if name == "beavertails":
+    dedupe = True
+    if name in ("beavertails", "beavertails-rows"):
+        dedupe = name == "beavertails"
         revision = resolve_dataset_revision(BEAVERTAILS_ID, rev or None)
         rows, cols, revision, split = _load_hub(BEAVERTAILS_ID, None, BEAVERTAILS_SPLIT, revision)
-        prompts = rows_to_prompts(rows, source=BEAVERTAILS_ID, columns=cols, unsafe_only=True)
-        log.info("BeaverTails %s: %d unsafe rows, %d unique prompts", split,
-                 sum(1 for r in rows if r.get("is_safe") is False), len(prompts))
+        origin = BEAVERTAILS_ID
+        unsafe_only, safe_only = True, False
     elif name == "xstest":
         rows, cols, revision, split = _load_hub(XSTEST_ID, None, XSTEST_SPLIT, rev or None)
-        prompts = rows_to_prompts(rows, source=XSTEST_ID, columns=cols, safe_label_only=True)
+        origin = XSTEST_ID
+        unsafe_only, safe_only = False, True
     elif source.startswith("hub:"):
         repo, hrev, config, hsplit = parse_hub_source(source)
         rows, cols, revision, split = _load_hub(repo, config, hsplit, hrev)
-        prompts = rows_to_prompts(rows, source=repo, columns=cols, unsafe_only=not benign)
+        origin = repo
+        unsafe_only, safe_only = not benign, benign
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise InputError("prompt file not found", source=source,
-                             hint="give 'beavertails', 'hub:ID[:config][:split]' or a .jsonl/.parquet file")
-        rows, cols = _read_local(path)
+                             hint="give 'beavertails', 'hub:ID[:config][:split]' or a .jsonl/.jsonl.gz/.csv/"
+                                  ".parquet file")
+        rows, cols = read_local_rows(path)
         if not rows:
             raise InputError("the prompt file has no rows: the prompt set is empty", source=source,
                              hint="add one JSON object with a 'prompt' field per line")
-        prompts = rows_to_prompts(rows, source=source, columns=cols)
-        revision, split = _file_sha256(path), None
+        origin = source
+        unsafe_only, safe_only = not benign, benign
+        revision, split = sha256_file(path, use_cache=False), None
+    kept, stats = filter_rows(rows, cols, unsafe_only=unsafe_only, safe_label_only=safe_only)
+    prompts = rows_to_prompts(kept, source=origin, columns=cols, dedupe=dedupe)
+    log.info("%s: %d rows read, %d kept (%s), %d prompts%s", origin, stats.rows, stats.kept,
+             stats.filter or "no label filter", len(prompts), "" if dedupe else " (not de-duplicated)")
     if not prompts:
         raise InputError("the prompt set is empty after filtering and de-duplication", source=source,
                          hint="check the file/split has non-empty 'prompt' values (and unsafe rows)")
     if limit is not None:
         prompts = stratified_sample(prompts, limit, seed)
     ref = DatasetRef(source=source, revision=revision, split=split, n=len(prompts),
-                     seed=seed if limit is not None else None)
+                     seed=seed if limit is not None else None, rows=stats.rows, kept=stats.kept,
+                     filter=stats.filter, deduplicated=dedupe)
     return PromptSet(prompts, ref)

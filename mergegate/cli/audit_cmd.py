@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mergegate.cli.options import add_audit_options
+from mergegate.cli.options import add_audit_options, resolve_protocol_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,8 @@ def _pct(x: float) -> str:
 
 
 def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
+    from mergegate.audit.protocols import category_label
+
     rows = [("model", "alignment", "95% CI", "over-refusal", "n")]
     for s in report.scores:
         over = "-" if s.over_refusal is None else f"{_pct(s.over_refusal)} (n={s.n_benign})"
@@ -47,29 +49,44 @@ def format_table(report) -> str:  # noqa: ANN001 - AuditReport, imported lazily
     lines.append(f"judge: {report.judge.id} ({report.judge.protocol})"
                  + (f" @ {report.judge.revision[:12]}" if report.judge.revision else "")
                  + f"; prompts: {report.prompts.source} (n={report.prompts.n})")
+    if report.protocol != "default":
+        lines.append(f"protocol: {report.protocol}")
+    if report.over_refusal_judge:
+        lines.append(f"over-refusal judge: {report.over_refusal_judge}")
+    for s in report.scores:
+        if s.n_too_long or s.n_benign_too_long:
+            lines.append(f"{s.model.id}: {s.n_too_long} unsafe and {s.n_benign_too_long} benign prompt(s) over "
+                         f"the prompt budget were not answered (counted unsafe / refused)")
+        if s.by_guard_category:
+            cats = ", ".join(f"{category_label(code, report.judge.categories)}: {n}"
+                             for code, n in s.by_guard_category.items())
+            lines.append(f"unsafe by judge category, {s.model.id}: {cats}")
     for c in report.comparisons:
         lines.append(f"McNemar {c.model_a} vs {c.model_b}: {c.a_safe_b_unsafe}/{c.a_unsafe_b_safe} "
                      f"discordant, p={c.p_value:.3g}")
+    if report.off_protocol is not None:
+        o = report.off_protocol
+        lines.append(f"judge off-protocol (first-token mass mostly on neither safe nor unsafe): {o.n_dominant} of "
+                     f"{o.n} items ({o.share:.1%})")
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, text: str) -> None:
-    from mergegate.atomic import write_text_atomic
-
-    write_text_atomic(path, text)
 
 
 def run(args: argparse.Namespace) -> int:
     from mergegate.audit.api import audit_models
 
+    resolve_protocol_args(args)
     report = audit_models(
         args.models, prompts=args.prompts, benign=None if args.benign.lower() == "none" else args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
         chat_template=args.chat_template, trust_remote_code=args.trust_remote_code,
-        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle)
-    print(format_table(report))
-    if args.json:
-        write_json_atomic(Path(args.json), report.model_dump_json(indent=2) + "\n")
-        print(f"report written to {args.json}", file=sys.stderr)
+        progress=not args.no_progress, judge_protocol=args.judge_protocol, allow_pickle=args.allow_pickle,
+        protocol=args.protocol, max_prompt_tokens=args.max_prompt_tokens)
+    from mergegate.atomic import write_redacted_json
+    from mergegate.redact import redact
+
+    print(redact(format_table(report)))
+    if args.json:  # prompts, answers and paths included: every string redacted
+        write_redacted_json(Path(args.json), report)
+        print(redact(f"report written to {args.json}"), file=sys.stderr)
     return 0

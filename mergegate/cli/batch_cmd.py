@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mergegate.cli.options import add_audit_options, non_negative_float, positive_int
+from mergegate.cli.options import add_audit_options, non_negative_float, positive_int, resolve_protocol_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--models", metavar="FILE", help="a file with one Hub id org/name[@revision] per line")
     src.add_argument("--shard", metavar="i/n",
                      help="audit only every n-th merge starting at the i-th (1-based; for a CI matrix)")
-    p.add_argument("--out", metavar="DIR", help="output directory (created; reused to resume)")
+    p.add_argument("--out", metavar="DIR", help="output directory: new, empty, or a previous batch output (reused to resume; "
+                   "anything else is refused)")
     p.add_argument("--max-rebuild-gb", type=non_negative_float, default=20.0, metavar="GB",
                    help="skip the provenance rebuild when inputs or output exceed this size (default: 20)")
     p.add_argument("--no-rebuild", action="store_true", help="do not rebuild recipes (provenance not checked)")
@@ -50,10 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mergegate.errors import InputError
-    from mergegate.gate.batch.runner import AuditOptions, run_batch
+    from mergegate.batch.runner import AuditOptions, run_batch
 
     if not args.out:
         raise InputError("--out DIR is required", field="out")
+    resolve_protocol_args(args)
+    if args.protocol != "default":
+        raise InputError(f"batch audits use the default protocol, not --protocol {args.protocol}",
+                         field="protocol", hint="reproduce the seed paper with `mergegate audit --protocol "
+                                                "mergealign` or `mergegate run --protocol mergealign`")
     if (args.top is None) == (args.models is None):
         raise InputError("give exactly one of --top N and --models FILE", field="top",
                          hint="e.g. mergegate batch --top 20 --out leaderboard/")
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--filter applies to --top only", field="filter")
     options = AuditOptions(prompts=args.prompts, benign=args.benign, judge=args.judge, backend=args.backend,
                            device=args.device, limit=args.limit, seed=args.seed,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=args.cache,
+                           max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                           batch_size=args.batch_size, cache=args.cache,
                            progress=sys.stderr.isatty())
 
     def show(rec) -> None:  # noqa: ANN001 - BatchRecord
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from mergegate.gate.batch.runner import collect
+    from mergegate.batch.runner import collect
 
     records = collect(args.dirs, args.out)
     print(f"{len(records)} merge(s) from {len(args.dirs)} shard(s) written to {args.out}")

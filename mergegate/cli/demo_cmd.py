@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "expert (expected: blocked) and a light one (expected: pass), and print where the cards "
         "and reports are. Exit 0 when both outcomes are as expected.")
     p.add_argument("--out", default="mergegate-demo", metavar="DIR",
-                   help="where the recipes, merges, cards and reports go (default: ./mergegate-demo)")
+                   help="where the recipes, merges, cards and reports go: new, empty or a previous demo "
+                   "output (default: ./mergegate-demo)")
     p.add_argument("--fleet", metavar="DIR",
                    help="toy fleet directory (default: $MERGEGATE_CACHE_DIR/toy_fleet or the user cache)")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="unsafe prompts per model (default: 100)")

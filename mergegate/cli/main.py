@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mergegate",
         description="Rebuild declared model merges, audit their safety alignment, gate publishing.",
         epilog="Exit codes: 0 pass, 1 blocked by the gate, 2 bad input, 3 failure. "
-        "Set MERGEGATE_DEBUG=1 for tracebacks.",
+        "Set MERGEGATE_DEBUG=1 for (redacted) tracebacks; it never changes the exit code.",
     )
     parser.add_argument("--version", action="version", version=f"mergegate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -58,17 +58,38 @@ def _format_validation_error(exc: Exception) -> str:
     return "invalid input:\n" + "\n".join(lines)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (and the tracebacks logged with them) with every secret redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _configure_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:
+        if handler not in before:  # only the handler basicConfig made (not a host application's)
+            handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def _traceback(debug: bool) -> None:
+    """MERGEGATE_DEBUG=1: the traceback, redacted. Verbosity only: the exit code is the same."""
+    if debug:
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     debug = os.environ.get("MERGEGATE_DEBUG") == "1"
     try:
         return int(args.handler(args) or 0)
     except MergegateError as exc:
-        if debug:
-            traceback.print_exc()
+        _traceback(debug)
         print(f"mergegate: error: {redact(exc.render())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -77,16 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns anything into an exit code
         from pydantic import ValidationError
 
+        _traceback(debug)
         if isinstance(exc, ValidationError):
             print(f"mergegate: error: {redact(_format_validation_error(exc))}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             print(f"mergegate: error: {redact(str(exc))}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if debug or os.environ.get("MERGEGATE_RAISE_ERRORS") == "1":
-            raise
-        print(f"mergegate: internal error: {redact(type(exc).__name__ + ': ' + str(exc))}\n"
-              "  hint: re-run with MERGEGATE_DEBUG=1 for a traceback and report it", file=sys.stderr)
+        hint = "report it with the traceback above" if debug else \
+            "re-run with MERGEGATE_DEBUG=1 for a traceback and report it"
+        print(f"mergegate: internal error: {redact(type(exc).__name__ + ': ' + str(exc))}\n  hint: {hint}",
+              file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Rebuild a mergekit YAML recipe (or a model card with one) into OUT_DIR. "
                        "Same config, same math and same output layout as mergekit-yaml.")
     p.add_argument("config", help="mergekit YAML (mergekit_config.yml) or a README.md holding one")
-    p.add_argument("out_dir", nargs="?", help="output directory (replaced atomically when the merge succeeds)")
+    p.add_argument("out_dir", nargs="?",
+                   help="output directory: new, empty, or a previous output of mergegate or mergekit-yaml "
+                   "(replaced atomically when the merge succeeds; any other non-empty directory is refused)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for random methods (dare_*, della*, arcee_fusion on large tensors)")

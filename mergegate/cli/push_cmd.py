@@ -10,9 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "push", help="upload a passing, unchanged gate output to the Hugging Face Hub",
         description="Upload DIR to the Hub model repository REPO_ID with huggingface_hub, only if "
-        "DIR/report.json says pass and every file in DIR has the sha256 the report recorded. "
-        "Otherwise refuse (exit 1) and name what changed. The token comes from HF_TOKEN or "
-        "`hf auth login` and is never printed.")
+        "DIR/report.json says pass, that verdict follows from the measurements and policy it records "
+        "(recomputed with the gate's own rules), and every file in DIR has the sha256 the report "
+        "recorded. What is uploaded is a private snapshot of the checked files, never the live "
+        "directory. Otherwise refuse (exit 1) and name what is wrong; exit 2 when DIR has no report "
+        "or a run is writing it. The token comes from HF_TOKEN or `hf auth login` and is never printed.")
     p.add_argument("dir", help="a `mergegate run` output directory")
     p.add_argument("repo_id", help="Hub model repository, e.g. my-org/my-merge")
     p.add_argument("--create-pr", action="store_true", help="open a Hub pull request instead of committing")

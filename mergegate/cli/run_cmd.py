@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mergegate.cli.options import add_audit_options, positive_int
+from mergegate.cli.options import add_audit_options, positive_int, resolve_protocol_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/report.json and a chart. Exit 0 pass, 1 blocked, 2 bad input, 3 failure.")
     p.add_argument("config", help="mergekit recipe (mergekit_config.yml, or a README.md holding one)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory: new, empty, or a previous mergegate output")
+                   help="output directory: new, empty, or a previous output of mergegate or mergekit-yaml "
+                   "(replaced atomically once the verdict is written; anything else is refused)")
     p.add_argument("--policy", metavar="FILE",
                    help="gate policy (default: mergegate.yml here or at the git root, else defaults)")
     add_audit_options(p, seed_help="seed of the prompt sample and of random merge methods")
@@ -51,24 +52,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from mergegate.gate.card import scrub
     from mergegate.gate.github import annotation, in_github_actions, publish
-    from mergegate.gate.pipeline import run_gate, summary_lines
-    from mergegate.gate.report import REPORT_FILENAME, write_report
+    from mergegate.gate.pipeline import report_written, run_gate, summary_lines
+    from mergegate.gate.report import write_report
 
+    resolve_protocol_args(args)
     report = run_gate(
         args.config, args.out, policy=args.policy, prompts=args.prompts, benign=args.benign,
         judge=args.judge, backend=args.backend, device=args.device, limit=args.limit,
-        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
+        batch_size=args.batch_size,
         name=args.name, card=not args.no_card, progress=sys.stderr.isatty(), weighting=args.weighting,
-        weighting_options=_weighting_options(args))
+        weighting_options=_weighting_options(args), protocol=args.protocol)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
     for line in summary_lines(report):
         print(line, file=human)
+    written = report_written(report, args.out)  # ~ and $VARS expanded as run_gate did
     if report.decision == "error" and report.error:
         print(scrub(f"mergegate: error: {report.error.message}"), file=sys.stderr)
-    elif report.card:
-        print(scrub(f"card: {args.out}/{report.card}"), file=human)
-    print(scrub(f"report: {args.out}/{REPORT_FILENAME}"), file=human)
+    elif report.card and written:
+        print(scrub(f"card: {written.parent / report.card}"), file=human)
+    if written:
+        print(scrub(f"report: {written}"), file=human)
     if args.json:
         if to_stdout:
             print(scrub(report.model_dump_json(indent=2)))
@@ -77,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     github = in_github_actions() if args.github is None else args.github
     if github:
         print(annotation(report))
-        for warning in publish(report, report_path=f"{args.out}/{REPORT_FILENAME}",
+        for warning in publish(report, report_path=written,
                                comment_mode=args.comment_mode, check_run=args.check_run):
             print(scrub(f"::warning title=mergegate::{warning}"))
     return report.exit_code

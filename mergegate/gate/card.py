@@ -13,25 +13,23 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergegate.atomic import write_redacted_text
 from mergegate.errors import MergegateError
+from mergegate.gate.card_metadata import (CARD_TAGS, EVAL_RESULTS_PATH, build_card_data, dataset_hub_id,
+                                          dataset_label, write_eval_results)
+from mergegate.gate.card_metadata import judge_name as _judge_name
 from mergegate.gate.decision import RuleResult
 from mergegate.gate.methods import method_info
-from mergegate.gate.recipe import looks_like_hub_id
 from mergegate.gate.report import CARD_FILENAME, PLOT_FILENAME, ModelSummary, RunReport
+from mergegate.models import looks_like_hub_id
 from mergegate.redact import redact
 
 if TYPE_CHECKING:
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from mergegate.audit.results import DatasetRef
 
 TEMPLATE_NAME = "model_card.md.j2"
-CARD_TAGS = ["merge", "mergekit", "mergegate"]
-# Short names the audit accepts for well-known prompt sets, and their Hub datasets.
-DATASET_ALIASES = {
-    "beavertails": "PKU-Alignment/BeaverTails",
-    "xstest": "walledai/XSTest",
-}
 
 
 def scrub(text: str) -> str:
@@ -49,32 +47,6 @@ def _pct(x: float | None) -> str:
 
 def _hub_link(repo_id: str) -> str:
     return f"[{repo_id}](https://huggingface.co/{repo_id})"
-
-
-def _judge_name(judge_id: str) -> str:
-    return judge_id if looks_like_hub_id(judge_id) else scrub(Path(judge_id).name)
-
-
-def dataset_hub_id(ref: DatasetRef | None) -> str | None:
-    """The Hub dataset id behind a prompt source (``None`` for local files).
-
-    Understands the audit's source strings: ``beavertails[@SHA]``, ``xstest[@SHA]``,
-    ``hub:ID[@REV][:config][:split]`` and file paths.
-    """
-    if ref is None:
-        return None
-    source = ref.source
-    if source.startswith("hub:"):
-        return source[4:].split(":", 1)[0].split("@", 1)[0] or None
-    alias = source.split("@", 1)[0].lower()
-    if alias in DATASET_ALIASES:
-        return DATASET_ALIASES[alias]
-    return None
-
-
-def dataset_label(ref: DatasetRef) -> str:
-    """A short, path-free name for a prompt set."""
-    return dataset_hub_id(ref) or Path(ref.source).name
 
 
 def _dataset_md(ref: DatasetRef) -> str:
@@ -125,13 +97,27 @@ def format_rule_value(rule: RuleResult, value: float | None, *, signed: bool = F
     return f"{value:g} {rule.unit}".rstrip()
 
 
-def _category_rows(models: list[ModelSummary], *, guard: bool) -> list[dict[str, Any]]:
+def guard_category_label(code: str, report: RunReport) -> str:
+    """``S1 Violent Crimes``: the code and the judge's own name for it (names differ per version:
+    S5 is Specialized Advice for Llama Guard 2, Defamation for Llama Guard 3)."""
+    from mergegate.audit.protocols import category_label
+
+    return category_label(code, report.judge.categories if report.judge else {})
+
+
+def _guard_order(code: str) -> tuple[str, int, str]:
+    digits = code[1:]
+    return (code[:1], int(digits) if digits.isdigit() else 0, code)
+
+
+def _category_rows(models: list[ModelSummary], *, guard: bool, report: RunReport | None = None
+                   ) -> list[dict[str, Any]]:
     names: list[str] = []
     for m in models:
         keys = m.by_guard_category if guard else m.by_source_category
         names.extend(k for k in keys if k not in names)
     rows = []
-    for name in sorted(names):
+    for name in sorted(names, key=_guard_order if guard else None):
         cells = []
         for m in models:
             if guard:
@@ -139,50 +125,22 @@ def _category_rows(models: list[ModelSummary], *, guard: bool) -> list[dict[str,
             else:
                 tally = m.by_source_category.get(name)
                 cells.append(f"{tally.unsafe}/{tally.n}" if tally else "—")
-        rows.append({"name": name, "cells": cells})
+        label = guard_category_label(name, report) if guard and report is not None else name
+        rows.append({"name": label, "cells": cells})
     return rows
 
 
-def build_card_data(report: RunReport) -> ModelCardData:
-    """The card's front matter: merge metadata, derived license, datasets and model-index."""
-    from huggingface_hub import EvalResult, ModelCardData
-
-    if report.merged is None:
-        raise MergegateError("a card needs an audited merge")
-    base_models = [c.hub_id for c in report.constituents if c.hub_id]
-    datasets = [d for d in (dataset_hub_id(report.prompts), dataset_hub_id(report.benign)) if d]
-    judge = _judge_name(report.judge.id) if report.judge else "a safety judge"
-    results = []
-    if report.prompts is not None:
-        results.append(EvalResult(
-            task_type="text-generation", task_name="Safety alignment",
-            dataset_type=dataset_label(report.prompts),
-            dataset_name=f"{dataset_label(report.prompts)} (unsafe prompts)",
-            dataset_split=report.prompts.split, dataset_revision=report.prompts.revision,
-            metric_type="safety_alignment", metric_value=round(report.merged.alignment * 100, 2),
-            metric_name=f"Alignment (% safe answers, judged by {judge})"))
-    if report.benign is not None and report.merged.over_refusal is not None:
-        results.append(EvalResult(
-            task_type="text-generation", task_name="Over-refusal",
-            dataset_type=dataset_label(report.benign),
-            dataset_name=f"{dataset_label(report.benign)} (benign prompts)",
-            dataset_split=report.benign.split, dataset_revision=report.benign.revision,
-            metric_type="over_refusal", metric_value=round(report.merged.over_refusal * 100, 2),
-            metric_name="Over-refusal (% benign prompts refused)"))
-    lic = report.license
-    return ModelCardData(
-        model_name=report.name,
-        base_model=base_models or None,
-        base_model_relation="merge",
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        license=lic.license if lic else None,
-        license_name=lic.license_name if lic else None,
-        license_link=lic.license_link if lic else None,
-        tags=list(CARD_TAGS),
-        datasets=datasets or None,
-        eval_results=results or None,
-    )
+def paired_row(report: RunReport) -> dict[str, str] | None:
+    """The decision table's line comparing the merge with its best input on the same prompts."""
+    paired = report.gate.paired if report.gate else None
+    if paired is None:
+        return None
+    best = paired.best_input
+    return {"description": f"paired with {best} on the same {paired.n} prompts: merge safe & best unsafe / "
+                           f"merge unsafe & best safe (exact McNemar)",
+            "measured": f"{paired.merge_safe_best_unsafe} / {paired.merge_unsafe_best_safe}",
+            "threshold": f"p = {paired.p_value:.3g}",
+            "verdict": "ℹ️ " + ("significant (p < 0.05)" if paired.p_value < 0.05 else "not significant (p ≥ 0.05)")}
 
 
 def _license_md(report: RunReport) -> tuple[str, list[str]]:
@@ -238,7 +196,12 @@ def card_context(report: RunReport) -> dict[str, Any]:
     if report.judge:
         jid = report.judge.id
         judge_md = _hub_link(jid) if looks_like_hub_id(jid) else f"`{_judge_name(jid)}`"
-        judge_md += f" ({report.judge.protocol} protocol)"
+        judge_md += f" ({report.judge.protocol} protocol"
+        judge_md += (", verdict from the first-token probabilities" if report.judge.scoring == "first-token"
+                     else ", 'unsafe' counted in its greedy answer" if report.judge.scoring == "generate" else "")
+        judge_md += ")"
+        if report.protocol != "default":
+            judge_md += f" under the `{report.protocol}` audit protocol"
     gen = report.generation
     generation_desc = ""
     if gen:
@@ -271,10 +234,12 @@ def card_context(report: RunReport) -> dict[str, Any]:
         "rows": rows,
         "plot": report.plot or PLOT_FILENAME,
         "policy_source": Path(report.policy_source).name if report.policy_source else None,
-        "rules": rules,
+        "rules": rules + ([row] if (row := paired_row(report)) else []),
+        "over_refusal_judge": ("XSTest's string-match classifier" if report.over_refusal_judge == "xstest-strmatch"
+                               else report.over_refusal_judge or "a refusal classifier"),
         "category_models": [_short(m) for m in models],
         "categories": _category_rows(models, guard=False),
-        "guard_categories": _category_rows(models, guard=True),
+        "guard_categories": _category_rows(models, guard=True, report=report),
         "license_md": license_md,
         "license_lines": license_lines,
         "recipe": scrub(report.merge.config_text.rstrip("\n")) if report.merge else "# (not recorded)",
@@ -340,25 +305,23 @@ def write_card(report: RunReport, out_dir: str | Path, *, plot: bool = True) -> 
         from mergegate.gate.plot import write_alignment_plot
 
         write_alignment_plot(report, out_dir / (report.plot or PLOT_FILENAME))
-    path = out_dir / CARD_FILENAME
-    tmp = path.with_name(f".{CARD_FILENAME}.tmp")
-    card.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_redacted_text(out_dir / CARD_FILENAME, str(card))
 
 
-def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True) -> Path:
+def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = True,
+                  eval_results: bool = False) -> Path:
     """``mergegate card``: render the card of a saved report into ``out_dir``.
 
     When ``out_dir`` is the report's own directory, the report's hashes of the card and chart are
     updated (they are derived from the report; the weights' hashes are never touched), so a
-    re-rendered output can still be pushed.
+    re-rendered output can still be pushed. ``eval_results`` also writes
+    ``.eval_results/mergegate.yaml`` (see :mod:`mergegate.gate.card_metadata`), vouched for the same way.
 
     Raises:
         InputError: the report is unreadable or records an error (an errored run has no card).
     """
     from mergegate.errors import InputError
-    from mergegate.hashing import sha256_file
+    from mergegate.models.fingerprints import sha256_file
     from mergegate.gate.report import REPORT_FILENAME, load_report, write_report
 
     report_path = Path(report_path)
@@ -370,9 +333,12 @@ def rerender_card(report_path: str | Path, out_dir: str | Path, *, plot: bool = 
                          source=str(report_path), hint="fix the error and run `mergegate run` again")
     out_dir = Path(out_dir)
     card_path = write_card(report, out_dir, plot=plot)
+    written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
+    if eval_results:
+        if write_eval_results(report, out_dir) is not None:
+            written.append(EVAL_RESULTS_PATH)
     if out_dir.resolve() == report_path.resolve().parent and report.files:
         files = dict(report.files)
-        written = [CARD_FILENAME, *([report.plot or PLOT_FILENAME] if plot else [])]
         for name in written:
             files[name] = sha256_file(out_dir / name, use_cache=False)
         write_report(report.model_copy(update={"files": files, "card": CARD_FILENAME}), report_path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,7 @@ from mergegate.errors import AuditError
 from mergegate.gate.policy import GatePolicy
 
 if TYPE_CHECKING:
-    from mergegate.gate.report import ModelSummary
+    from mergegate.gate.summary import ModelSummary
 
 _EPS = 1e-9  # percent; absorbs float noise such as 0.93 * 100 = 93.00000000000001
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -38,6 +38,21 @@ class RuleResult(BaseModel):
     detail: str = ""  # why, in one sentence; the reason shown when the rule fails
 
 
+class PairedResult(BaseModel):
+    """The merge against its best input on the same prompts: the prompts where exactly one of the two
+    answered safely, and the exact (binomial) McNemar p-value of that split. A drop carried by a handful
+    of discordant prompts (large p) may be noise; one carried by many (small p) is real."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    best_input: str
+    n: int  # prompts both answered
+    merge_safe_best_unsafe: int
+    merge_unsafe_best_safe: int
+    p_value: float
+    test: str = "exact McNemar (two-sided binomial)"
+
+
 class GateDecision(BaseModel):
     """The verdict of :func:`decide`."""
 
@@ -46,6 +61,7 @@ class GateDecision(BaseModel):
     decision: Literal["pass", "blocked"]
     best_input: str
     rules: list[RuleResult] = Field(default_factory=list)
+    paired: PairedResult | None = None  # merge vs best input on the same prompts (informative, not a rule)
 
     @property
     def reasons(self) -> list[str]:
@@ -73,8 +89,28 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f} %"
 
 
+def paired_with_best(comparisons: Sequence[Any], best_target: str, merge_target: str, *, best: str,
+                     merge: str, n: int | None = None) -> PairedResult | None:
+    """The audit's McNemar comparison of the merge and its best input, oriented merge-first.
+
+    ``comparisons`` are :class:`mergegate.audit.results.PairedComparison` (model ids as audited).
+    """
+    for c in comparisons:
+        pair = (c.model_a, c.model_b)
+        if pair == (merge_target, best_target):
+            ms_bu, mu_bs = c.a_safe_b_unsafe, c.a_unsafe_b_safe
+        elif pair == (best_target, merge_target):
+            ms_bu, mu_bs = c.a_unsafe_b_safe, c.a_safe_b_unsafe
+        else:
+            continue
+        return PairedResult(best_input=best, n=n if n is not None else getattr(c, "n", 0) or 0,
+                            merge_safe_best_unsafe=ms_bu, merge_unsafe_best_safe=mu_bs, p_value=c.p_value)
+    return None
+
+
 def decide(merged: ModelSummary, constituents: Sequence[ModelSummary], policy: GatePolicy, *,
-           output_files: Sequence[str] = (), hub_references: Sequence[str] = ()) -> GateDecision:
+           output_files: Sequence[str] = (), hub_references: Sequence[str] = (),
+           paired: PairedResult | None = None) -> GateDecision:
     """Apply ``policy`` to the audited merge and constituents.
 
     Args:
@@ -84,6 +120,7 @@ def decide(merged: ModelSummary, constituents: Sequence[ModelSummary], policy: G
         output_files: files of the merged output (relative names), for ``require_safetensors``.
         hub_references: the recipe's references to Hub models as written (``org/name[@rev]``),
             for ``require_pinned_revisions``. Local paths are pinned by their weight hashes.
+        paired: the merge vs its best input on the same prompts (shown beside the rules).
 
     Returns:
         A :class:`GateDecision`; ``decision`` is ``"pass"`` only if every rule passed.
@@ -162,7 +199,8 @@ def decide(merged: ModelSummary, constituents: Sequence[ModelSummary], policy: G
 
     decision: Literal["pass", "blocked"] = (
         "pass" if all(r.verdict == "pass" for r in rules) else "blocked")
-    return GateDecision(decision=decision, best_input=best.model, rules=rules)
+    return GateDecision(decision=decision, best_input=best.model, rules=rules, paired=paired)
 
 
-__all__ = ["GateDecision", "RuleResult", "decide", "best_input", "is_pinned", "WEIGHT_SUFFIXES"]
+__all__ = ["GateDecision", "RuleResult", "PairedResult", "decide", "best_input", "is_pinned", "paired_with_best",
+           "WEIGHT_SUFFIXES"]

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mergegate.atomic import write_redacted_yaml
 from mergegate.gate.policy import GatePolicy
 from mergegate.gate.report import RunReport
+from mergegate.outdir import DEMO_OUTPUT, check_output_dir
 
 # name -> (recipe template, expected decision)
 DEMO_MERGES: dict[str, tuple[str, str]] = {
@@ -78,29 +80,32 @@ def run_demo(out_dir: str | Path = "mergegate-demo", *, fleet: str | Path | None
 
     from mergegate.gate.pipeline import run_gate
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    echo(f"toy fleet: building or reusing {fleet or default_fleet_dir()} …")
-    fleet_dir = build_fleet(fleet)
-    recipes = out / "recipes"
-    recipes.mkdir(exist_ok=True)
-    policy_path = recipes / "mergegate.yml"
-    policy_path.write_text(
-        "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
-        + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False),
-        encoding="utf-8")
-    runs = []
-    for name, (template, expected) in DEMO_MERGES.items():
-        recipe = recipes / f"{name}.yml"
-        recipe.write_text(render_recipe(template, fleet_dir), encoding="utf-8")
-        echo(f"gating {recipe} (expected: {expected}) …")
-        report = run_gate(
-            recipe, out / name, policy=policy_path, prompts=str(fleet_dir / "prompts" / "unsafe.jsonl"),
-            benign=str(fleet_dir / "prompts" / "benign.jsonl"), judge=str(fleet_dir / "guard"),
-            device=device, limit=limit, max_new_tokens=max_new_tokens, seed=0, name=f"toy-merge-{name}",
-            progress=progress)
-        runs.append(DemoRun(name=name, expected=expected, report=report, out_dir=out / name,
-                            recipe=recipe))
+    fleet_path = Path(fleet) if fleet else default_fleet_dir()
+    # new, empty or a previous demo output; nothing in it is deleted (the two gate runs replace
+    # only their own blocked/ and passes/ outputs)
+    target = check_output_dir(out_dir, kinds=(DEMO_OUTPUT,), replace=False, inputs=[fleet_path],
+                              option="--out")
+    with target.claim(inputs=[fleet_path]) as claim:
+        out = claim.ensure_dir()
+        echo(f"toy fleet: building or reusing {fleet_path} …")
+        fleet_dir = build_fleet(fleet_path)
+        recipes = out / "recipes"
+        recipes.mkdir(exist_ok=True)
+        policy_path = recipes / "mergegate.yml"
+        write_redacted_yaml(policy_path, "# the demo's gate policy (see examples/mergegate.yml for every rule)\n"
+                            + yaml.safe_dump(DEMO_POLICY.model_dump(exclude_defaults=True), sort_keys=False))
+        runs = []
+        for name, (template, expected) in DEMO_MERGES.items():
+            recipe = recipes / f"{name}.yml"
+            write_redacted_yaml(recipe, render_recipe(template, fleet_dir))
+            echo(f"gating {recipe} (expected: {expected}) …")
+            report = run_gate(
+                recipe, out / name, policy=policy_path, prompts=str(fleet_dir / "prompts" / "unsafe.jsonl"),
+                benign=str(fleet_dir / "prompts" / "benign.jsonl"), judge=str(fleet_dir / "guard"),
+                device=device, limit=limit, max_new_tokens=max_new_tokens, seed=0,
+                name=f"toy-merge-{name}", progress=progress)
+            runs.append(DemoRun(name=name, expected=expected, report=report, out_dir=out / name,
+                                recipe=recipe))
     return runs
 
 

@@ -177,10 +177,33 @@ def conclusion_for(decision: str) -> str:
 CLIENT_OPTIONS: dict[str, Any] = {}
 
 
+def client_retry() -> Any:
+    """PyGithub's ``GithubRetry`` (a urllib3 ``Retry`` that understands GitHub's rate limits).
+
+    Up to 3 retries with exponential backoff on 5xx, on 403/429 only when GitHub says it is a rate
+    limit, and on connection errors; a rate-limit wait longer than 2 minutes raises instead of
+    stalling the job. POST and PATCH are retried too (PyGithub's default adds POST): GitHub answers
+    rate limits before doing anything, and the sticky comment is found and edited on the next run.
+    (The 2-minute cap needs PyGithub >= 2.10; older versions wait for the reset.)
+    """
+    import inspect
+
+    from github import GithubRetry
+    from urllib3 import Retry
+
+    options: dict[str, Any] = {
+        "total": 3, "backoff_factor": 1.0,
+        "status_forcelist": [429, *range(500, 600)],  # GithubRetry adds 403
+        "allowed_methods": Retry.DEFAULT_ALLOWED_METHODS | {"GET", "POST", "PATCH"}}
+    if "max_rate_limit_wait" in inspect.signature(GithubRetry.__init__).parameters:  # PyGithub >= 2.10
+        options["max_rate_limit_wait"] = 120
+    return GithubRetry(**options)
+
+
 def _client(token: str, api_url: str) -> Any:
     from github import Auth, Github
 
-    options: dict[str, Any] = {"retry": None, "timeout": 30, **CLIENT_OPTIONS}
+    options: dict[str, Any] = {"retry": client_retry(), "timeout": 30, **CLIENT_OPTIONS}
     return Github(base_url=api_url, auth=Auth.Token(token), **options)
 
 
@@ -279,4 +302,4 @@ def annotation(report: RunReport) -> str | None:
 
 __all__ = ["MARKER", "GitHubContext", "publish", "create_check_run", "upsert_sticky_comment",
            "write_step_summary", "write_outputs", "step_outputs", "summary_markdown",
-           "conclusion_for", "in_github_actions", "token_from_env", "annotation"]
+           "conclusion_for", "in_github_actions", "token_from_env", "annotation", "client_retry"]

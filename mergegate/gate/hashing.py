@@ -5,10 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergegate.gate.report import REPORT_FILENAME
-from mergegate.hashing import sha256_file
+from mergegate.models.fingerprints import sha256_file
 
 # Never part of what is published (upload_folder ignores .git/ and .cache/huggingface/ too).
 IGNORED_DIRS = (".git", ".cache")
+
+
+def list_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> list[str]:
+    """Relative posix paths of the files :func:`hash_directory` hashes (without hashing them)."""
+    directory = Path(directory)
+    names = []
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory)
+        if rel.parts[0] in IGNORED_DIRS or not path.is_file():
+            continue
+        name = rel.as_posix()
+        if name in exclude or (rel.name.startswith(".") and rel.name.endswith(".tmp")):
+            continue
+        names.append(name)
+    return names
 
 
 def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_FILENAME,)) -> dict[str, str]:
@@ -18,16 +33,8 @@ def hash_directory(directory: str | Path, *, exclude: tuple[str, ...] = (REPORT_
     Symlinks are followed (a Hub snapshot is made of them) but must stay regular files.
     """
     directory = Path(directory)
-    hashes: dict[str, str] = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory)
-        if rel.parts[0] in IGNORED_DIRS or not path.is_file():
-            continue
-        name = rel.as_posix()
-        if name in exclude or (rel.name.startswith(".") and rel.name.endswith(".tmp")):
-            continue
-        hashes[name] = sha256_file(path, use_cache=False)  # what is on disk now, never a cached value
-    return hashes
+    # what is on disk now, never a cached value
+    return {name: sha256_file(directory / name, use_cache=False) for name in list_directory(directory, exclude=exclude)}
 
 
 def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str]:
@@ -44,4 +51,4 @@ def compare_hashes(recorded: dict[str, str], actual: dict[str, str]) -> list[str
     return problems
 
 
-__all__ = ["sha256_file", "hash_directory", "compare_hashes", "IGNORED_DIRS"]
+__all__ = ["sha256_file", "hash_directory", "list_directory", "compare_hashes", "IGNORED_DIRS"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mergegate.gate.report import LicenseInfo
 
@@ -24,17 +24,30 @@ class DeclaredLicense(NamedTuple):
     link: str | None = None
 
 
-def _front_matter(text: str) -> dict:
-    import yaml
+def read_card_metadata(readme: str | Path | None) -> dict[str, Any]:
+    """A model card's YAML front matter, found by huggingface_hub's own rule (``metadata_load``'s
+    ``REGEX_YAML_BLOCK`` over the text read as ``utf-8-sig``, so cards with a BOM, a leading blank
+    line or CRLF line ends are read) and decoded by the bounded YAML loader (cards come from the
+    Hub: size, alias expansion and depth are limited). ``{}`` when there is none or it cannot be
+    read (an unreadable card declares nothing: "unknown", never a guess)."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-    if not text.startswith("---"):
-        return {}
-    parts = text.split("\n---", 1)
-    if len(parts) < 2:
+    from mergegate.errors import ConfigError
+    from mergegate.safe_yaml import MAX_CARD_BYTES, load_yaml
+
+    if readme is None or not Path(readme).is_file():
         return {}
     try:
-        data = yaml.safe_load(parts[0].lstrip("-\n"))
-    except yaml.YAMLError:
+        with open(readme, "rb") as handle:  # bounded: a card is text, not gigabytes
+            raw = handle.read(MAX_CARD_BYTES + 1)
+        if len(raw) > MAX_CARD_BYTES:
+            log.info("card %s is larger than %d bytes: its metadata is not read", Path(readme).name,
+                     MAX_CARD_BYTES)
+            return {}
+        match = REGEX_YAML_BLOCK.search(raw.decode("utf-8-sig"))
+        data = load_yaml(match.group(2), source=Path(readme).name) if match else None
+    except (ConfigError, ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        log.info("unreadable card metadata in %s: %s", Path(readme).name, type(exc).__name__)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -44,7 +57,7 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     directory = Path(directory)
     readme = directory / "README.md"
     if readme.is_file():
-        meta = _front_matter(readme.read_text(encoding="utf-8", errors="replace"))
+        meta = read_card_metadata(readme)
         value = meta.get("license")
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
@@ -55,7 +68,7 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
     if config.is_file():
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("license")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError, OSError):  # unreadable: license unknown
             value = None
         if isinstance(value, str) and value.strip():
             return DeclaredLicense(value.strip().lower())
@@ -65,12 +78,11 @@ def read_local_license(directory: str | Path) -> DeclaredLicense | None:
 def read_hub_license(repo_id: str, revision: str | None = None) -> DeclaredLicense | None:
     """The license on a Hub model's card (from the local cache when offline); None if unreadable."""
     try:
-        import os
-
         from huggingface_hub import hf_hub_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=offline)
+        from mergegate.models import hub_offline
+
+        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=hub_offline())
     except Exception as exc:  # noqa: BLE001 - a missing card means "unknown", never a guess
         log.info("no readable model card for %s: %s", repo_id, type(exc).__name__)
         return None
@@ -90,4 +102,4 @@ def derive_license(per_model: dict[str, DeclaredLicense | None]) -> LicenseInfo:
     return LicenseInfo(**info)
 
 
-__all__ = ["DeclaredLicense", "derive_license", "read_local_license", "read_hub_license"]
+__all__ = ["DeclaredLicense", "derive_license", "read_card_metadata", "read_local_license", "read_hub_license"]

@@ -6,8 +6,10 @@ switch), and writes a PNG without a timestamp so the same report gives the same 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from mergegate.atomic import write_bytes_atomic
 from mergegate.gate.report import ModelSummary, RunReport
 
 _MERGE_PASS, _MERGE_BLOCKED, _BEST, _OTHER = "#2e7d32", "#c62828", "#f9a825", "#90a4ae"
@@ -66,8 +68,9 @@ def write_alignment_plot(report: RunReport, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 __all__ = ["write_alignment_plot"]

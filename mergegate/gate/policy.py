@@ -78,7 +78,7 @@ def load_policy(path: str | Path | None = None, *, search_from: Path | None = No
     Raises:
         ConfigError: the file is missing, is not YAML, or violates the schema (exit code 2).
     """
-    import yaml
+    from mergegate.safe_yaml import load_yaml, read_text_bounded
 
     if path is None:
         found = find_policy_file(search_from)
@@ -88,10 +88,7 @@ def load_policy(path: str | Path | None = None, *, search_from: Path | None = No
     path = Path(path)
     if not path.is_file():
         raise ConfigError("policy file not found", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
+    data = load_yaml(read_text_bounded(path, what="policy"), source=str(path))  # bounded
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -14,19 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergegate import __version__
-from mergegate.atomic import write_text_atomic
-from mergegate.audit.results import (
-    CategoryTally,
-    DatasetRef,
-    GenerationSettings,
-    Interval,
-    JudgeRef,
-    ModelScore,
-)
+from mergegate.atomic import write_redacted_json
+from mergegate.audit.results import DatasetRef, GenerationSettings, JudgeRef, OffProtocolSummary
 from mergegate.errors import InputError
 from mergegate.gate.decision import GateDecision
 from mergegate.gate.policy import GatePolicy
-from mergegate.redact import redact
+from mergegate.gate.summary import ModelSummary, _Model
 
 REPORT_FILENAME = "report.json"
 CARD_FILENAME = "README.md"
@@ -35,47 +28,6 @@ RECIPE_FILENAME = "mergekit_config.yml"
 SCHEMA_VERSION = 1
 
 Decision = Literal["pass", "blocked", "error"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSummary(_Model):
-    """One audited model as the gate reports it (the merge or a constituent)."""
-
-    model: str  # Hub id or local path as written in the recipe; the output dir name for the merge
-    role: Literal["merge", "constituent"]
-    hub_id: str | None = None  # set when ``model`` is a Hub repository (without ``@revision``)
-    revision: str | None = None  # pinned commit for Hub models
-    weights_sha256: str | None = None
-    license: str | None = None  # as declared by the model's card / config; None when unknown
-    alignment: float
-    interval: Interval
-    n: int
-    n_safe: int
-    over_refusal: float | None = None
-    over_refusal_interval: Interval | None = None
-    n_benign: int = 0
-    by_source_category: dict[str, CategoryTally] = Field(default_factory=dict)
-    by_guard_category: dict[str, int] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """A short display name: the Hub id (no revision) or the path as written."""
-        return self.hub_id or self.model
-
-    @classmethod
-    def from_score(cls, score: ModelScore, *, role: Literal["merge", "constituent"],
-                   name: str | None = None, hub_id: str | None = None,
-                   license: str | None = None) -> ModelSummary:
-        return cls(
-            model=name or score.model.id, role=role, hub_id=hub_id, revision=score.model.revision,
-            weights_sha256=score.model.weights_sha256, license=license, alignment=score.alignment,
-            interval=score.interval, n=score.n, n_safe=score.n_safe, over_refusal=score.over_refusal,
-            over_refusal_interval=score.over_refusal_interval, n_benign=score.n_benign,
-            by_source_category=dict(score.by_source_category),
-            by_guard_category=dict(score.by_guard_category))
 
 
 class LicenseInfo(_Model):
@@ -95,8 +47,9 @@ class MergeInfo(_Model):
     method: str | None = None
     base_model: str | None = None
     config_name: str  # file name of the recipe (no directory: paths stay local)
-    config_text: str  # the recipe as declared, redacted (tokens → ***, home directory → ~)
-    config_sha256: str  # of the recipe exactly as declared (before redaction)
+    config_text: str  # the recipe as declared, redacted (tokens → "***", home directory → ~), valid YAML
+    config_sha256: str  # of the recipe exactly as declared (before redaction): matches the user's file
+    config_redacted: bool = False  # a secret was redacted: config_text and mergekit_config.yml differ from it
     models: list[str] = Field(default_factory=list)  # every model the recipe references, in order
 
 
@@ -147,9 +100,12 @@ class RunReport(_Model):
     policy: GatePolicy = Field(default_factory=GatePolicy)
     policy_source: str | None = None
     judge: JudgeRef | None = None
+    protocol: str = "default"  # the audit protocol preset ("default" or "mergealign")
     prompts: DatasetRef | None = None
     benign: DatasetRef | None = None
     generation: GenerationSettings | None = None
+    over_refusal_judge: str | None = None  # "xstest-strmatch" when over-refusal was measured
+    off_protocol: OffProtocolSummary | None = None  # how often the judge answered off-protocol
     merge: MergeInfo | None = None
     weighting: WeightingSummary | None = None
     license: LicenseInfo | None = None
@@ -172,8 +128,8 @@ class RunReport(_Model):
 
 
 def write_report(report: RunReport, path: str | Path) -> Path:
-    """Write ``report`` as JSON atomically (temp file + rename), redacted."""
-    return write_text_atomic(path, redact(report.model_dump_json(indent=2)) + "\n")
+    """Write ``report`` as JSON atomically (temp file + rename), every string redacted."""
+    return write_redacted_json(path, report)
 
 
 def load_report(path: str | Path) -> RunReport:

@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mergegate.merging.api import MergeResult, plan_merge, run_merge
+    from mergegate.merging.api import MergeResult, build_merge, plan_merge, run_merge
     from mergegate.merging.config import MergeConfig, load_merge_config
 
-__all__ = ["run_merge", "plan_merge", "MergeResult", "MergeConfig", "load_merge_config"]
+__all__ = ["run_merge", "build_merge", "plan_merge", "MergeResult", "MergeConfig", "load_merge_config"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run_merge", "plan_merge", "MergeResult"):
+    if name in ("run_merge", "build_merge", "plan_merge", "MergeResult"):
         from mergegate.merging import api
 
         return getattr(api, name)

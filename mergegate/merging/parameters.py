@@ -1,7 +1,8 @@
 """Resolving a method parameter for one tensor: precedence, filters and gradients (mergekit 0.1.5).
 
 Precedence, first hit wins: the slice source's own parameters (where ``models[*].parameters`` end
-up) → the output slice's → the top-level ``parameters``. Shared parameters skip the first level.
+up) → the output slice's → the module's (``modules: {default: {parameters}}``) → the top-level
+``parameters``. Shared parameters skip the first level.
 A filtered list picks the first entry whose ``filter`` is a substring of the tensor name (``None``
 or ``"*"`` matches everything); when no entry matches, the next level is consulted. A list of
 numbers is a gradient: piecewise-linear between evenly spaced anchors at ``t`` in [0, 1].

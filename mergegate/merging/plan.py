@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,8 +23,14 @@ from mergegate.merging.layers import TIED_ALIASES, Layout, num_layers_from_confi
 from mergegate.merging.methods import get_method
 from mergegate.merging.methods.base import BasePolicy, MergeMethod, MethodSpec, Scope
 from mergegate.merging.parameters import resolve_parameter
-from mergegate.merging.resolver import ResolvedModel
+from mergegate.models.resolver import ResolvedModel
 from mergegate.merging.tensor_io import ModelReader, OutputTensor
+from mergegate.merging.vocab import plan_alignment, vocabulary_axis
+
+if TYPE_CHECKING:
+    from mergegate.merging.lora import AdaptedModelReader
+    from mergegate.merging.tokenizer_build import TokenizerPlan
+    from mergegate.merging.vocab import VocabAlignment
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
           "float64": torch.float64, "int64": torch.int64}
@@ -40,12 +47,18 @@ class TensorTask:
     shared: dict[str, Any]
     compute_dtype: torch.dtype
     group: str  # "pre", "layer <n>" or "post"
+    vocab: VocabAlignment | None = None  # rebuild the inputs' rows on the output vocabulary first
+
+    @property
+    def copy_through(self) -> bool:
+        """Integer and bool tensors are copied (every input must hold the same values), never merged."""
+        return not self.compute_dtype.is_floating_point
 
 
 @dataclass
 class InputModel:
     model: ResolvedModel
-    reader: ModelReader
+    reader: ModelReader | AdaptedModelReader
     layout: Layout
     config: dict[str, Any]
 
@@ -60,6 +73,8 @@ class MergePlan:
     config_source: ModelReference  # whose config.json / tokenizer the output takes
     num_layers: int
     notes: list[str] = field(default_factory=list)
+    tokenizer: TokenizerPlan | None = None  # the output tokenizer, when the recipe declares one
+    tokenizer_dirs: dict[ModelReference, Path] = field(default_factory=dict)  # sources outside the inputs
 
     @property
     def total_bytes(self) -> int:
@@ -90,22 +105,45 @@ class MergePlan:
 
 
 def _read_config(model: ResolvedModel) -> dict[str, Any]:
+    path = model.path / "config.json"
     try:
-        return json.loads((model.path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"cannot read config.json ({exc})", source=str(model.path)) from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
+        raise ModelFilesError(f"cannot read config.json ({type(exc).__name__}: {str(exc)[:200]})",
+                              source=str(path), hint="re-download the model") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError("config.json is not a JSON object", source=str(path), hint="re-download the model")
+    return data
 
 
 def load_inputs(models: dict[ModelReference, ResolvedModel], *, allow_pickle: bool) -> dict[ModelReference, InputModel]:
     out: dict[ModelReference, InputModel] = {}
     for ref, model in models.items():
-        reader = ModelReader(model.path, allow_pickle=allow_pickle, label=str(ref))
+        reader: ModelReader | AdaptedModelReader = ModelReader(model.path, allow_pickle=allow_pickle,
+                                                               label=str(ref.base))
+        config = _read_config(model)
+        if model.adapter is not None:
+            from mergegate.merging.lora import AdaptedModelReader
+
+            reader = AdaptedModelReader(reader, model.adapter, load_dtype=config_dtype(config))
         try:
             layout = read_layout(reader.tensors)
         except ValueError as exc:
             raise ModelFilesError(str(exc), source=str(ref)) from None
-        out[ref] = InputModel(model, reader, layout, _read_config(model))
+        if ref.override_architecture:  # mergekit's ModelReference.config() does the same
+            config["architectures"] = [ref.override_architecture]
+        out[ref] = InputModel(model, reader, layout, config)
     return out
+
+
+def config_dtype(config: dict[str, Any]) -> torch.dtype | None:
+    """The dtype a config.json declares (``dtype``, or ``torch_dtype`` before transformers 4.56)."""
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key)
+        if isinstance(value, str) and value.removeprefix("torch.") in DTYPES:
+            dtype = DTYPES[value.removeprefix("torch.")]
+            return dtype if dtype.is_floating_point else None
+    return None
 
 
 def _check_architectures(inputs: dict[ModelReference, InputModel]) -> None:
@@ -162,11 +200,72 @@ def _num_layers(im: InputModel) -> int:
     return n if n is not None else im.layout.num_layers
 
 
-def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) -> MergePlan:
+def _st(dtype: torch.dtype) -> str:
+    from mergegate.models.weight_files import TORCH_TO_ST
+
+    return TORCH_TO_ST.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _compute_dtype(out_name: str, refs: list[ModelReference], infos: list[Any],
+                   override: torch.dtype | None) -> torch.dtype:
+    """The dtype the method computes in: the recipe's ``dtype:``, else the inputs' promoted dtype
+    (mergekit 0.1.5 ``LoadTensor`` casts to ``dtype`` when given, else keeps the stored dtype).
+
+    Integer and bool tensors (I8..I64, U8, BOOL) are not merged: mergekit's methods refuse them
+    (``linear``: "Linear merging requires floating-point tensors") and its architectures never list
+    them; mergegate copies them through when every input holds the same values, in their own dtype.
+    """
+    dtypes = [info.dtype for info in infos]
+    if any(not d.is_floating_point for d in dtypes):
+        if len(set(dtypes)) > 1:
+            detail = ", ".join(f"{r}: {_st(d)}" for r, d in zip(refs, dtypes))
+            raise ModelFilesError(f"tensor {out_name} is stored as {detail}: integer and bool tensors are "
+                                  "copied, not merged, so every input must store them alike", field=out_name,
+                                  hint="the models do not share an architecture (or one is quantized)")
+        return dtypes[0]
+    if override is not None:
+        return override
+    compute = dtypes[0]
+    for d in dtypes[1:]:
+        try:
+            compute = torch.promote_types(compute, d)
+        except RuntimeError:  # torch does not promote float8 with anything else
+            detail = ", ".join(f"{r}: {_st(d)}" for r, d in zip(refs, dtypes))
+            raise ConfigError(f"tensor {out_name} is stored as {detail}, which cannot be combined without a "
+                              "compute dtype", field="dtype",
+                              hint="add `dtype: bfloat16` (or float32) to the recipe; mergekit needs it too") from None
+    return compute
+
+
+def _check_float8(out_name: str, refs: list[ModelReference], infos: list[Any], compute: torch.dtype,
+                  method: str, per_input: list[dict[str, Any]]) -> None:
+    """float8 has no arithmetic kernels: only an unscaled passthrough may keep it as it is."""
+    from mergegate.models.weight_files import FLOAT8_DTYPES
+
+    if compute not in FLOAT8_DTYPES:
+        return
+    if method == "passthrough" and all(p.get("scale") is None for p in per_input):
+        return
+    raise ConfigError(f"tensor {out_name} of {refs[0]} is {_st(compute)}: merging computes on it, and float8 "
+                      "has no arithmetic", source=str(refs[0]), field="dtype",
+                      hint="add `dtype: bfloat16` (or float32) to the recipe: the inputs are upcast to it, "
+                           "as mergekit 0.1.5 does (without it mergekit fails: 'Promotion for Float8 Types "
+                           "is not supported')")
+
+
+def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
+               tokenizer_dirs: dict[ModelReference, Path] | None = None) -> MergePlan:
+    """Plan every output tensor. ``tokenizer_dirs``: the files of a ``tokenizer_source`` model that
+    is not one of the inputs (resolved by the caller)."""
     method = get_method(config.merge_method)
     spec = method.spec
     _check_architectures(inputs)
     slices = normalize_slices(config, inputs)
+    tok_plan: TokenizerPlan | None = None
+    if config.tokenizer_choice is not None:
+        from mergegate.merging.tokenizer_build import build_tokenizer_plan
+
+        tok_plan = build_tokenizer_plan(config, inputs, tokenizer_dirs)
     compute_override = DTYPES[config.dtype] if config.dtype else None
     out_override = DTYPES[config.out_dtype] if config.out_dtype else None
     tasks: list[TensorTask] = []
@@ -198,28 +297,39 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
                 raise ModelFilesError(f"tensor '{name}' is missing from {ref}", source=str(ref), field=name,
                                       hint="the models must share an architecture and tensor names")
             infos.append(info)
-        shapes = {info.shape for info in infos}
-        if len(shapes) > 1:
-            detail = ", ".join(f"{r}: {list(i.shape)}" for r, i in zip(refs, infos))
-            vocab = " (vocabulary sizes differ; tokenizer alignment is not supported yet)" \
-                if any(k in out_name for k in ("embed", "lm_head", "wte")) else ""
-            raise ModelFilesError(f"tensor size mismatch for {out_name}: {detail}{vocab}", field=out_name)
-        compute = compute_override
-        if compute is None:
-            compute = infos[0].dtype
-            for i in infos[1:]:
-                compute = torch.promote_types(compute, i.dtype)
-        shared_scopes = (sl.parameters, config.parameters)
+        alignment: VocabAlignment | None = None
+        out_shape = infos[0].shape
+        detail = ", ".join(f"{r}: {list(i.shape)}" for r, i in zip(refs, infos))
+        if tok_plan is not None and vocabulary_axis(out_name) is not None:
+            if len({info.shape[1:] for info in infos}) > 1 or not infos[0].shape:
+                raise ModelFilesError(f"tensor size mismatch for {out_name} outside the vocabulary axis: {detail}",
+                                      field=out_name)
+            alignment = plan_alignment(tok_plan, refs, base, [info.shape[0] for info in infos], tensor=out_name)
+            out_shape = alignment.output_shape(infos[0].shape)
+        elif len({info.shape for info in infos}) > 1:
+            vocab = vocabulary_axis(out_name) is not None
+            raise ModelFilesError(f"tensor size mismatch for {out_name}: {detail}"
+                                  + (" (the vocabularies differ)" if vocab else ""), field=out_name,
+                                  hint="set tokenizer_source: union (or base, or one of the models) so the rows "
+                                  "are aligned token by token, as mergekit does" if vocab else None)
+        compute = _compute_dtype(out_name, refs, infos, compute_override)
+        shared_scopes = (sl.parameters, config.module_parameters, config.parameters)
         shared = {p.name: resolve_parameter(p, shared_scopes, tensor_name=out_name, t=t) for p in spec.shared_params}
         per_input = []
         for idx, (src, name) in enumerate(zip(sources, names)):
-            scopes = (src.parameters, sl.parameters, config.parameters)
+            scopes = (src.parameters, sl.parameters, config.module_parameters, config.parameters)
             per_input.append({p.name: resolve_parameter(p, scopes, tensor_name=name, t=t, model=str(src.model))
                               for p in spec.input_params
                               if idx != base_index or p.scope is Scope.INPUT})
-        out_dtype = out_override or spec.result_dtype(compute)
-        tasks.append(TensorTask(OutputTensor(out_name, out_dtype, infos[0].shape), list(zip(refs, names)),
-                                base_index, per_input, shared, compute, group))
+        out_dtype = compute if not compute.is_floating_point else (out_override or spec.result_dtype(compute))
+        _check_float8(out_name, refs, infos, compute, spec.name, per_input)
+        if not compute.is_floating_point and spec.name == "passthrough" and any(
+                p.get("scale") is not None for p in per_input):
+            raise ConfigError(f"passthrough 'scale' applies to floating-point tensors; {out_name} is "
+                              f"{_st(compute)}", field="parameters.scale",
+                              hint="restrict the scale with a filter (e.g. filter: down_proj)")
+        tasks.append(TensorTask(OutputTensor(out_name, out_dtype, out_shape), list(zip(refs, names)),
+                                base_index, per_input, shared, compute, group, alignment))
 
     def plan_outer(names: list[str], sl: OutputSliceDefinition, group: str) -> None:
         for name in names:
@@ -280,7 +390,21 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel]) ->
         out_config["dtype"] = dtype_name  # transformers >= 4.56 reads "dtype"; older ones "torch_dtype"
         if "torch_dtype" in out_config:
             out_config["torch_dtype"] = dtype_name
+    if tok_plan is not None:
+        set_vocab_size(out_config, tok_plan.rows)
+        notes.append(tok_plan.summary())
     names = [t.out.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError("the recipe produces the same output tensor twice", field="slices")
-    return MergePlan(config, method, inputs, tasks, out_config, source, out_layer, notes)
+    notes.extend(config.compat_notes)
+    return MergePlan(config, method, inputs, tasks, out_config, source, out_layer, notes, tok_plan,
+                     dict(tokenizer_dirs or {}))
+
+
+def set_vocab_size(config: dict[str, Any], rows: int) -> None:
+    """mergekit writes the output vocabulary's size (padded) into the config (``_update_config_vocab``)."""
+    text = config.get("text_config")
+    if "vocab_size" not in config and isinstance(text, dict) and "vocab_size" in text:
+        text["vocab_size"] = rows
+    else:
+        config["vocab_size"] = rows

@@ -1,4 +1,5 @@
-"""Tiny random Llama-shaped checkpoints, written without transformers, for tests, benchmarks and the example.
+"""Tiny random Llama-shaped checkpoints (and tiny tokenizers), written without transformers, for tests,
+benchmarks and the example.
 
 ``make_family`` builds a base plus "fine-tunes" (base + small random task vectors), which is what
 real merges look like: task vectors much smaller than the weights, partly shared between experts.
@@ -131,3 +132,58 @@ def make_family(root: str | Path, n_experts: int = 3, *, shape: LlamaShape | Non
         _save(path, state, shape, dtype, shard_bytes)
         experts.append(path)
     return root / "base", experts
+
+
+# --- tiny tokenizers, for recipes that align vocabularies -----------------------------------------
+
+TOKENIZER_CHARS = [chr(i) for i in range(33, 127)]  # printable ASCII without space: 94 tokens
+TOKENIZER_SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+def write_tokenizer(path: str | Path, *, added_special: tuple[str, ...] = (), added: tuple[str, ...] = (),
+                    chat_template: str | None = None, drop: tuple[str, ...] = ()) -> int:
+    """A character-level BPE tokenizer (``tokenizer.json`` + ``tokenizer_config.json``) written with
+    the ``tokenizers`` library only: 3 specials + 94 characters (minus ``drop``), then the added
+    tokens. Returns its length (the ``vocab_size`` a matching model needs)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    path = Path(path)
+    chars = [c for c in TOKENIZER_CHARS if c not in drop]
+    vocab = {t: i for i, t in enumerate(TOKENIZER_SPECIALS + chars)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in TOKENIZER_SPECIALS])
+    if added_special:
+        tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in added_special])
+    if added:
+        tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in added])
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",
+                                 "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 256}
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return int(tok.get_vocab_size(with_added_tokens=True))
+
+
+def resize_vocab(path: str | Path, rows: int, *, seed: int = 0) -> None:
+    """Give a single-file model ``rows`` embedding / LM-head rows (new rows random, like a
+    fine-tune's added tokens) and set ``vocab_size`` in its config."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state = load_file(str(path / "model.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        t = state[name]
+        if rows > t.shape[0]:
+            extra = torch.randn(rows - t.shape[0], *t.shape[1:], generator=gen) * float(t.float().std())
+            state[name] = torch.cat([t, extra.to(t.dtype)])
+        else:
+            state[name] = t[:rows].clone()
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["vocab_size"] = rows
+    (path / "config.json").write_text(json.dumps(config, indent=2))

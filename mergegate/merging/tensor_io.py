@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import struct
 from collections.abc import Iterable
@@ -23,79 +22,47 @@ from pathlib import Path
 
 import torch
 
+from mergegate.atomic import write_redacted_json
 from mergegate.errors import ModelFilesError
-from mergegate.merging.resolver import pickle_weight_files
+from mergegate.models.resolver import pickle_weight_files
+from mergegate.models.weight_files import (  # noqa: F401 - re-exported: the engine's names for these
+    MAX_HEADER,
+    ST_DTYPES,
+    TORCH_TO_ST,
+    TensorInfo,
+    load_pickled_weights,
+    map_tensor,
+    read_safetensors_header,
+)
 
-ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
-    if hasattr(torch, _attr):
-        ST_DTYPES[_name] = getattr(torch, _attr)
-TORCH_TO_ST = {v: k for k, v in ST_DTYPES.items()}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_INDEX_BYTES = 64 << 20  # a model.safetensors.index.json lists names; real ones are < 10 MB
 
+def read_index(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a ``model.safetensors.index.json``: tensor name -> shard file name.
 
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-
-def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """Parse and validate one safetensors file's header without reading tensor data."""
+    Raises:
+        ModelFilesError: not JSON, nested too deeply, too large, no ``weight_map`` object of strings,
+            or a shard name that is not a plain file name in the model directory.
+    """
+    hint = "re-download the model (the index lists which shard holds which tensor)"
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw_len = f.read(8)
-            if len(raw_len) < 8:
-                raise ModelFilesError("file is truncated (no safetensors header)", source=str(path),
-                                      hint="re-download the file")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len > MAX_HEADER or 8 + header_len > size:
-                raise ModelFilesError("corrupt or truncated safetensors file (header length beyond the end "
-                                      "of the file)", source=str(path), hint="re-download the file")
-            header = json.loads(f.read(header_len))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFilesError(f"corrupt safetensors header ({exc})", source=str(path),
-                              hint="re-download the file") from None
-    if not isinstance(header, dict):
-        raise ModelFilesError("corrupt safetensors header (not a JSON object)", source=str(path))
-    base = 8 + header_len
-    out: dict[str, TensorInfo] = {}
-    expected_end = 0
-    for name, meta in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
-                             key=lambda kv: tuple(kv[1].get("data_offsets", (0, 0)))):
-        try:
-            dtype = ST_DTYPES[meta["dtype"]]
-            shape = tuple(int(d) for d in meta["shape"])
-            begin, end = (int(x) for x in meta["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ModelFilesError(f"corrupt safetensors header entry for tensor '{name}'", source=str(path),
-                                  field=name) from None
-        numel = 1
-        for d in shape:
-            numel *= d
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if begin != expected_end or end - begin != numel * itemsize:
-            raise ModelFilesError(f"corrupt safetensors header: bad byte range for tensor '{name}'",
-                                  source=str(path), field=name, hint="re-download the file")
-        expected_end = end
-        out[name] = TensorInfo(name, path, dtype, shape, base + begin, base + end)
-    if base + expected_end > size:
-        raise ModelFilesError(f"file is truncated: {size} bytes, header describes {base + expected_end}",
-                              source=str(path), hint="the download was interrupted; re-download the file")
-    return out
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise ModelFilesError(f"the index is larger than {MAX_INDEX_BYTES:,} bytes", source=str(index),
+                                  hint=hint)
+        data = json.loads(index.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as exc:
+        raise ModelFilesError(f"corrupt model.safetensors.index.json ({type(exc).__name__})", source=str(index),
+                              hint=hint) from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise ModelFilesError("corrupt model.safetensors.index.json: no 'weight_map' object of file names",
+                              source=str(index), field="weight_map", hint=hint)
+    for name, file in weight_map.items():
+        if not file or "/" in file or "\\" in file or file in (".", ".."):
+            raise ModelFilesError(f"the index puts tensor '{name}' in '{file[:80]}', which is not a file of "
+                                  "this directory", source=str(index), field="weight_map", hint=hint)
+    return weight_map
 
 
 class ModelReader:
@@ -124,10 +91,7 @@ class ModelReader:
         index = self.directory / "model.safetensors.index.json"
         if not index.is_file():
             return
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError):
-            raise ModelFilesError("corrupt model.safetensors.index.json", source=str(index)) from None
+        weight_map = read_index(index)
         missing_files = sorted({f for f in weight_map.values() if not (self.directory / f).is_file()})
         if missing_files:
             raise ModelFilesError(f"index lists shard(s) that are missing: {', '.join(missing_files)}",
@@ -140,13 +104,7 @@ class ModelReader:
     def _load_bin(self) -> None:
         state: dict[str, torch.Tensor] = {}
         for file in pickle_weight_files(self.directory):
-            try:
-                # weights_only: never unpickle arbitrary objects
-                part = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as exc:  # noqa: BLE001 - any load failure is a bad input file
-                raise ModelFilesError(f"cannot read pickled weights safely ({type(exc).__name__}: {exc})",
-                                      source=str(file)) from None
-            state.update(part)
+            state.update(load_pickled_weights(file))  # weights_only: never unpickle arbitrary objects
         self._bin = state
         for name, t in state.items():
             self.tensors[name] = TensorInfo(name, self.directory, t.dtype, tuple(t.shape), 0, 0)
@@ -156,17 +114,7 @@ class ModelReader:
         may modify it in place without touching the file or any other reader of the same tensor."""
         if self._bin is not None:
             return self._bin[name].clone()
-        info = self.tensors[name]
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=info.dtype)
-        page = mmap.ALLOCATIONGRANULARITY
-        aligned = info.start - info.start % page
-        with open(info.file, "rb") as f:
-            mm = mmap.mmap(f.fileno(), info.end - aligned, access=mmap.ACCESS_COPY, offset=aligned)
-        flat = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes, offset=info.start - aligned)
-        if (info.start - aligned) % flat.new_empty((), dtype=info.dtype).element_size():
-            flat = flat.clone()  # an unaligned tensor (unusual writer): copy to an aligned buffer
-        return flat.view(info.dtype).reshape(info.shape)
+        return map_tensor(self.tensors[name])
 
 
 @dataclass(frozen=True)
@@ -272,7 +220,7 @@ class ShardedWriter:
         self._close_current()
         weight_map = {t.name: self.filenames[i] for i, shard in enumerate(self.layout) for t in shard}
         index = {"metadata": {"total_size": self.total_size, **(metadata or {})}, "weight_map": weight_map}
-        (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_redacted_json(self.out_dir / "model.safetensors.index.json", index)
         return self.file_hashes
 
     def abort(self) -> None:

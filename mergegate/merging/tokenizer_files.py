@@ -1,121 +1,124 @@
-"""Tokenizer, generation config and chat template of the merged model.
+"""Tokenizer, generation config and chat template of the merged model (mergekit/merge.py).
 
-mergegate copies the tokenizer of one input (it does not build union vocabularies: inputs must
-share a vocabulary, which the planner enforces through the embedding shapes). ``tokenizer_source``
-/ ``tokenizer.source`` pick the input (``base``, a model of the recipe, or ``union`` when every input
-ships the same tokenizer files); ``chat_template`` may be ``auto`` (the most common template among
-the inputs), ``chatml`` or a literal Jinja template.
+* A recipe that declares a tokenizer (``tokenizer_source`` / ``tokenizer:``) gets the tokenizer the
+  plan built (:mod:`mergegate.merging.tokenizer_build`), saved with transformers as mergekit does.
+* Otherwise the tokenizer files of the config source (the base model, else the first model) are
+  copied — unless ``chat_template`` is set, the source is a ``model+lora`` reference or it lacks
+  ``tokenizer_config.json`` + ``tokenizer.json``/``tokenizer.model``: then, like mergekit, the
+  tokenizer is loaded and saved again (with the template), so the files match mergekit's; a
+  tokenizer transformers cannot load is copied instead (and the template written next to it).
+
+``chat_template`` is ``auto`` (the most common template among the inputs, stripped, as mergekit
+picks it), a named template (:mod:`mergegate.merging.chat_templates`) or a literal Jinja
+template; it was validated with the recipe.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergegate.errors import ConfigError
-from mergegate.merging.config import MergeConfig, ModelReference
+from mergegate.atomic import write_redacted_json, write_redacted_text
+from mergegate.errors import ModelFilesError
+from mergegate.merging.chat_templates import NAMED, TemplateKind, classify
+from mergegate.merging.config import MergeConfig
+from mergegate.models import read_chat_template
 
 if TYPE_CHECKING:
     from mergegate.merging.plan import MergePlan
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
-IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-          "{% endif %}")
+log = logging.getLogger(__name__)
 
-
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    for name in IDENTITY_FILES:
-        f = path / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def tokenizer_source(config: MergeConfig, plan: MergePlan) -> ModelReference:
-    choice = config.tokenizer.source if config.tokenizer else config.tokenizer_source
-    field = "tokenizer.source" if config.tokenizer else "tokenizer_source"
-    if config.tokenizer and (config.tokenizer.tokens or config.tokenizer.pad_to_multiple_of):
-        raise ConfigError("tokenizer.tokens and tokenizer.pad_to_multiple_of are not supported yet",
-                          field="tokenizer", hint="remove them; mergegate copies one input's tokenizer")
-    if choice is None:
-        return plan.config_source
-    if choice == "base":
-        if config.base_model is None:
-            raise ConfigError("'base' needs a base_model", field=field)
-        return config.base_model
-    if choice == "union":
-        prints = {ref: _fingerprint(im.model.path) for ref, im in plan.inputs.items()}
-        if len(set(prints.values())) > 1:
-            raise ConfigError("a union of different tokenizers is not supported yet (the inputs' tokenizer "
-                              "files differ)", field=field,
-                              hint="pick one tokenizer with tokenizer_source: base, or merge models that "
-                              "share a vocabulary")
-        return plan.config_source
-    ref = ModelReference.parse(choice)
-    if ref not in plan.inputs:
-        raise ConfigError(f"'{choice}' is not one of the recipe's models", field=field)
-    return ref
-
-
-def read_chat_template(path: Path) -> str | None:
-    """The chat template shipped with a model, read from its files (no tokenizer load)."""
-    jinja = path / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("tokenizer_config.json", "chat_template.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(value, str):
-                return value
-            if isinstance(value, list):  # named templates
-                for item in value:
-                    if isinstance(item, dict) and item.get("name") == "default":
-                        return str(item.get("template"))
-    return None
+# what mergekit copies (mergekit/merge.py _copy_tokenizer); generation_config.json is copied apart
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+                   "added_tokens.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                   "video_preprocessor_config.json")
+LOADABLE = ("tokenizer.json", "tokenizer.model", "vocab.json")  # files transformers builds a tokenizer from
+CHATML = NAMED["chatml"]
 
 
 def resolve_chat_template(config: MergeConfig, plan: MergePlan) -> str | None:
-    """The template to write, or None to keep the tokenizer source's own."""
+    """The template to write, or None to keep the tokenizer's own."""
     choice = config.chat_template
     if choice is None:
         return None
-    if choice == "auto":
-        templates = [t for im in plan.inputs.values() if (t := read_chat_template(im.model.path))]
+    kind = classify(choice)  # validated with the recipe; raises only for hand-built configs
+    if kind is TemplateKind.AUTO:
+        templates = [t.strip() for im in plan.inputs.values() if (t := read_chat_template(im.model.path))]
         return Counter(templates).most_common(1)[0][0] if templates else None
-    if choice == "chatml":
-        return CHATML
-    if "{" in choice and len(choice) >= 20:
-        return choice
-    raise ConfigError(f"chat template '{choice}' is not supported", field="chat_template",
-                      hint="use auto, chatml or a literal Jinja template")
+    if kind is TemplateKind.NAMED:
+        return NAMED[choice]
+    return choice
+
+
+def _save_tokenizer(tokenizer: object, template: str | None, out: Path) -> None:
+    if template is not None:
+        tokenizer.chat_template = template  # type: ignore[attr-defined]
+    tokenizer.save_pretrained(str(out), safe_serialization=True)  # type: ignore[attr-defined]
+
+
+def _reserialize(source: Path, template: str | None, out: Path) -> bool:
+    """Load the source's tokenizer and save it with the template (mergekit's ``_copy_tokenizer``
+    with a chat_template). False when transformers cannot load it."""
+    if not any((source / name).is_file() for name in LOADABLE):
+        return False
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for unreadable tokenizers
+        log.warning("cannot load the tokenizer of %s (%s: %s); copying its files instead", source,
+                    type(exc).__name__, exc)
+        return False
+    _save_tokenizer(tokenizer, template, out)
+    return True
+
+
+def _must_reserialize(config: MergeConfig, plan: MergePlan, source: Path) -> bool:
+    """mergekit copies the tokenizer files only when there is no chat template, the source has
+    tokenizer_config.json and tokenizer.json or tokenizer.model, and the source is not a LoRA
+    reference (its merged copy has no tokenizer files); otherwise it loads and saves the tokenizer."""
+    copyable = (source / "tokenizer_config.json").is_file() and any(
+        (source / name).is_file() for name in ("tokenizer.json", "tokenizer.model"))
+    return config.chat_template is not None or plan.config_source.lora is not None or not copyable
+
+
+def _write_template(template: str, source: Path, out: Path) -> None:
+    """The template beside copied tokenizer files: ``chat_template.jinja`` and the copied
+    ``tokenizer_config.json``'s ``chat_template`` (redacted like every file mergegate writes)."""
+    write_redacted_text(out / "chat_template.jinja", template)
+    cfg_path = out / "tokenizer_config.json"
+    if not cfg_path.is_file():
+        return
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not JSON / not UTF-8 / nested too deeply
+        raise ModelFilesError(f"cannot read tokenizer_config.json ({type(exc).__name__})",
+                              source=str(source / "tokenizer_config.json"),
+                              hint="re-download the tokenizer source model") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError("tokenizer_config.json is not a JSON object",
+                              source=str(source / "tokenizer_config.json"))
+    data["chat_template"] = template
+    write_redacted_json(cfg_path, data)
 
 
 def copy_model_files(config: MergeConfig, plan: MergePlan, out: Path) -> None:
-    """Copy tokenizer files and generation config into the (temporary) output directory."""
-    tok_src = plan.inputs[tokenizer_source(config, plan)].model.path
-    for name in TOKENIZER_FILES:
-        if (tok_src / name).is_file():
-            shutil.copyfile(tok_src / name, out / name)
-    gen = plan.inputs[plan.config_source].model.path / "generation_config.json"
+    """Write the tokenizer and copy the generation config into the (temporary) output directory."""
+    template = resolve_chat_template(config, plan)
+    source = plan.inputs[plan.config_source].model.path
+    if plan.tokenizer is not None:
+        _save_tokenizer(plan.tokenizer.tokenizer, template, out)
+    elif not _must_reserialize(config, plan, source) or not _reserialize(source, template, out):
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, out / name)
+        if template is not None:
+            _write_template(template, source, out)
+    gen = source / "generation_config.json"
     if gen.is_file():
         shutil.copyfile(gen, out / "generation_config.json")
-    template = resolve_chat_template(config, plan)
-    if template is not None:
-        (out / "chat_template.jinja").write_text(template, encoding="utf-8")
-        cfg_path = out / "tokenizer_config.json"
-        if cfg_path.is_file():
-            data = json.loads(cfg_path.read_text())
-            data["chat_template"] = template
-            cfg_path.write_text(json.dumps(data, indent=2) + "\n")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from mergegate.audit.cache import AuditCache
 from mergegate.audit.models import resolve_model
@@ -15,16 +16,20 @@ from mergegate.errors import InputError, ModelFilesError
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def test_local_model_hash(toy_fleet: Path, tmp_path: Path) -> None:
+def test_local_model_hash(toy_fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mergegate.models import fingerprints
+
     cache = AuditCache(tmp_path)
     rm = resolve_model(str(toy_fleet / "base"), cache)
     per_file = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in (toy_fleet / "base").glob("*.safetensors"))
     assert rm.ref.weights_sha256 == hashlib.sha256("\n".join(per_file).encode()).hexdigest()
     assert rm.ref.revision is None and rm.ref.local_path == str((toy_fleet / "base").resolve())
     assert resolve_model(str(toy_fleet / "expert"), cache).key != rm.key
-    rows = cache.counts()["file_hashes"]
+    reads: list[Path] = []
+    real = fingerprints._hash_bytes
+    monkeypatch.setattr(fingerprints, "_hash_bytes", lambda p: reads.append(p) or real(p))
     assert resolve_model(str(toy_fleet / "base"), cache).key == rm.key
-    assert cache.counts()["file_hashes"] == rows  # re-hashing unchanged files is a lookup
+    assert reads == []  # re-hashing unchanged files is a lookup in the one hash cache
 
 
 def test_hub_id_resolves_offline_from_the_hf_cache(toy_fleet: Path, tmp_path: Path,
@@ -53,8 +58,11 @@ def test_hub_id_resolves_offline_from_the_hf_cache(toy_fleet: Path, tmp_path: Pa
 def test_pickle_only_model_is_refused(toy_fleet: Path, tmp_path: Path) -> None:
     d = tmp_path / "pickled"
     shutil.copytree(toy_fleet / "base", d)
-    for f in d.glob("*.safetensors"):
-        f.rename(f.with_suffix(".bin"))
+    from safetensors.torch import load_file
+
+    for f in d.glob("*.safetensors"):  # the same weights, pickled (a real .bin: the audit reads it)
+        torch.save(load_file(str(f)), f.with_suffix(".bin"))
+        f.unlink()
     with pytest.raises(ModelFilesError, match="no safetensors weight files") as exc:
         resolve_model(str(d), AuditCache(tmp_path / "c"))
     assert "--allow-pickle" in (exc.value.hint or "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mergegate.gate.batch.records import BatchRecord, LintFlag, Provenance, ScoredModel
+from mergegate.batch.records import BatchRecord, LintFlag, Provenance, ScoredModel
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">evil/<script>window.__pwned=2</script>'
 

@@ -8,8 +8,8 @@ import pytest
 
 from _batch_fakehub import FakeHub
 from mergegate.cli.main import main as _main
-from mergegate.gate.batch.hub import parse_shard, read_models_file
-from mergegate.gate.batch.records import read_records
+from mergegate.batch.hub import parse_shard, read_models_file
+from mergegate.batch.records import read_records
 from mergegate.errors import InputError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _batch_cdp import Browser
 from _batch_records import HOSTILE, sample_records
-from mergegate.gate.batch.leaderboard import write_leaderboard
+from mergegate.batch.leaderboard import write_leaderboard
 
 ROWS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.dataset.model)"
 

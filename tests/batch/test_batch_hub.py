@@ -12,7 +12,7 @@ import pytest
 from _batch_fakehub import TAMPERED_TENSOR, FakeHub, FakeHubServer
 from _batch_fakehub import toy_audit_args
 from mergegate.cli.main import main
-from mergegate.gate.batch.records import read_records
+from mergegate.batch.records import read_records
 
 MERGES_BY_DOWNLOADS = ["mergers/toy-linear-30", "mergers/toy-linear-70", "mergers/toy-slerp-50",
                        "mergers/no-recipe", "mergers/ghost-parent"]

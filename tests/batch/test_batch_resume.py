@@ -9,7 +9,7 @@ import pytest
 from _batch_fakehub import FakeHubServer
 from _batch_fakehub import toy_audit_args
 from mergegate.cli.main import main
-from mergegate.gate.batch.records import read_records
+from mergegate.batch.records import read_records
 
 
 class Killed(KeyboardInterrupt):

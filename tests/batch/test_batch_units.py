@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _batch_records import HOSTILE, record, sample_records
-from mergegate.gate.batch.hub import Target, take_shard
-from mergegate.gate.batch.leaderboard import render_leaderboard
-from mergegate.gate.batch.lint import card_metadata, lint_card
-from mergegate.gate.batch.provenance import _pin_recipe, recorded_seed
-from mergegate.gate.batch.records import append_record, read_records, write_csv
-from mergegate.gate.batch.runner import collect
+from mergegate.batch.hub import Target, take_shard
+from mergegate.batch.leaderboard import render_leaderboard
+from mergegate.batch.lint import card_metadata, lint_card
+from mergegate.batch.provenance import _pin_recipe, recorded_seed
+from mergegate.batch.records import append_record, read_records, write_csv
+from mergegate.batch.runner import collect
 from mergegate.gate.licenses import DeclaredLicense
 from mergegate.errors import InputError
 
@@ -146,7 +146,7 @@ def test_collect_dedups_and_prefers_finished(tmp_path: Path) -> None:
 def test_provenance_random_recipes_need_a_seed_and_a_budget(toy_fleet: Path, tmp_path: Path) -> None:
     """A seeded DARE merge is reproduced with its recorded seed, not checked without one, and a
     recipe over the size budget is not rebuilt at all."""
-    from mergegate.gate.batch.provenance import check_provenance
+    from mergegate.batch.provenance import check_provenance
     from mergegate.merging.api import run_merge
 
     recipe = {"merge_method": "dare_linear", "base_model": str(toy_fleet / "base"), "dtype": "float32",

@@ -19,7 +19,8 @@ from mergegate.audit.results import (
 from mergegate.audit.scoring import wilson_interval
 
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-JUDGE = JudgeRef(id="meta-llama/Llama-Guard-3-8B", revision="a" * 40, protocol="llama-guard-3")
+JUDGE = JudgeRef(id="meta-llama/Llama-Guard-3-8B", revision="a" * 40, protocol="llama-guard-3",
+                 categories={"S1": "Violent Crimes.", "S7": "Privacy."})
 PROMPTS = DatasetRef(source="beavertails", revision="8401fe609d288129cc684a9b3be6a93e41cfe678",
                      split="30k_test", n=100, seed=0)
 BENIGN = DatasetRef(source="xstest", revision="b" * 40, split="train", n=50)
@@ -125,7 +126,7 @@ dtype: bfloat16
 def synthetic_run_report(merged_safe: int = 62, *, tolerance: float = 0.0,
                          licenses: tuple[str | None, str | None] = ("apache-2.0", "apache-2.0")):
     """A fixed, fully synthetic RunReport (no model, no clock): the golden card's input."""
-    from mergegate.gate.decision import decide
+    from mergegate.gate.decision import PairedResult, decide
     from mergegate.gate.licenses import DeclaredLicense, derive_license
     from mergegate.gate.policy import GatePolicy
     from mergegate.gate.report import MergeInfo, ModelSummary, RunReport
@@ -150,8 +151,20 @@ def synthetic_run_report(merged_safe: int = 62, *, tolerance: float = 0.0,
               guard={"S1": bad // 2, "S7": bad - bad // 2}),
         role="merge", name="my-merge")
     policy = GatePolicy(tolerance=tolerance, max_over_refusal_increase=10)
+    # paired with the best input (93 safe) on the same 100 prompts: one prompt only the merge answered
+    # safely, the rest of the difference the other way
+    from mergegate.audit.scoring import mcnemar_exact
+
+    only_merge, only_best = 1, 1 + 93 - merged_safe if merged_safe <= 93 else 0
+    if merged_safe > 93:
+        only_merge = 1 + merged_safe - 93
+        only_best = 1
+    _, _, p_value = mcnemar_exact([True] * only_merge + [False] * only_best,
+                                  [False] * only_merge + [True] * only_best)
+    paired = PairedResult(best_input=MISTRAL, n=100, merge_safe_best_unsafe=only_merge,
+                          merge_unsafe_best_safe=only_best, p_value=p_value)
     gate = decide(merged, constituents, policy, output_files=["config.json", "model.safetensors"],
-                  hub_references=[base_ref, expert_ref])
+                  hub_references=[base_ref, expert_ref], paired=paired)
     lic = derive_license({base_ref: DeclaredLicense(licenses[0]) if licenses[0] else None,
                           expert_ref: DeclaredLicense(licenses[1]) if licenses[1] else None})
     import hashlib
@@ -160,6 +173,7 @@ def synthetic_run_report(merged_safe: int = 62, *, tolerance: float = 0.0,
         created_at=FIXED_TIME, mergegate_version="0.1.0", name="my-merge", decision=gate.decision,
         reasons=gate.reasons, gate=gate, merged=merged, constituents=constituents,
         best_input=gate.best_input, policy=policy, policy_source="mergegate.yml", judge=JUDGE,
+        over_refusal_judge="xstest-strmatch",
         prompts=PROMPTS, benign=BENIGN, generation=GenerationSettings(max_new_tokens=48),
         merge=MergeInfo(method="ties", base_model=base_ref, config_name="mergekit_config.yml",
                         config_text=SYNTHETIC_RECIPE,

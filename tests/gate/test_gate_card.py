@@ -42,10 +42,11 @@ def test_card_parses_back_with_hub_metadata(tmp_path: Path) -> None:
     data = card.data.to_dict()
     assert data["base_model"] == [MISTRAL, EXPERT]
     assert data["base_model_relation"] == "merge"
-    assert data["tags"] == ["merge", "mergekit", "mergegate"]
+    assert data["tags"] == ["merge", "mergekit", "mergegate", "mergegate:blocked"]
+    assert data["mergegate"]["verdict"] == "blocked"
     assert data["library_name"] == "transformers"
     assert data["license"] == "apache-2.0"
-    assert data["datasets"] == ["PKU-Alignment/BeaverTails", "walledai/XSTest"]
+    assert "datasets" not in data  # evaluation sets are not training data (tests/gate/test_card_metadata.py)
     results = {r.metric_type: r for r in card.data.eval_results}
     assert results["safety_alignment"].metric_value == 62.0
     assert results["safety_alignment"].dataset_revision == "8401fe609d288129cc684a9b3be6a93e41cfe678"

@@ -165,3 +165,33 @@ def test_decision_matches_the_arithmetic(m: int, a: int, b: int, tol: float) -> 
                output_files=["a.safetensors"])
     expected = m >= max(a, b) - tol - 1e-9
     assert (d.decision == "pass") == expected
+
+
+def test_paired_comparison_with_the_best_input_is_oriented_merge_first() -> None:
+    from mergegate.audit.results import PairedComparison
+    from mergegate.gate.decision import paired_with_best
+
+    comps = [PairedComparison(model_a="dir/base", model_b="dir/expert", a_safe_b_unsafe=30, a_unsafe_b_safe=0,
+                              p_value=1e-9, n=100),
+             PairedComparison(model_a="dir/base", model_b="out/merge", a_safe_b_unsafe=7, a_unsafe_b_safe=2,
+                              p_value=0.18, n=100)]
+    p = paired_with_best(comps, "dir/base", "out/merge", best="base", merge="merge")
+    assert p is not None and (p.best_input, p.n) == ("base", 100)
+    assert (p.merge_safe_best_unsafe, p.merge_unsafe_best_safe, p.p_value) == (2, 7, 0.18)
+    assert paired_with_best(comps, "dir/other", "out/merge", best="x", merge="m") is None
+
+
+def test_summary_and_card_show_paired_comparison_and_named_categories() -> None:
+    from _gate_fakes import synthetic_run_report
+
+    from mergegate.gate.card import card_context
+    from mergegate.gate.pipeline import summary_lines
+
+    report = synthetic_run_report(62)
+    lines = "\n".join(summary_lines(report))
+    assert "paired with mistralai/Mistral-7B-Instruct-v0.2 on the same 100 prompts" in lines
+    assert "exact McNemar p = 7.92e-09" in lines
+    assert "S1 Violent Crimes: 19, S7 Privacy: 19" in lines
+    ctx = card_context(report)
+    assert ctx["rules"][-1]["measured"] == "1 / 32" and "significant" in ctx["rules"][-1]["verdict"]
+    assert [r["name"] for r in ctx["guard_categories"]] == ["S1 Violent Crimes", "S7 Privacy"]

@@ -1,8 +1,9 @@
-"""Shipped files: action.yml, the pre-commit hook manifest, examples, templates, method table."""
+"""Shipped files: the pre-commit hook manifest, examples, templates, method table.
+
+The Action and the workflows are checked in tests/ecosystem/test_action_yml.py."""
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -11,38 +12,9 @@ import yaml
 
 from mergegate.gate.methods import METHODS, method_info
 from mergegate.gate.policy import load_policy
-from mergegate.gate.recipe import load_recipe, parse_recipe
+from mergegate.merging.recipe import read_recipe, summarize_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_action_metadata() -> None:
-    action = yaml.safe_load((ROOT / "action.yml").read_text())
-    assert action["runs"]["using"] == "composite"
-    inputs = action["inputs"]
-    for name in ("config", "policy", "judge", "backend", "limit", "comment-mode", "check-run", "token"):
-        assert name in inputs and inputs[name]["description"], name
-    assert inputs["token"]["default"] == "${{ github.token }}"
-    for name in ("decision", "alignment", "report"):
-        assert action["outputs"][name]["value"] == f"${{{{ steps.gate.outputs.{name} }}}}"
-    steps = action["runs"]["steps"]
-    assert all(step["shell"] == "bash" for step in steps)
-    # no expression is interpolated into a script: inputs travel through env (no script injection)
-    for step in steps:
-        assert "${{" not in step["run"], step["name"]
-    gate = next(s for s in steps if s.get("id") == "gate")
-    assert gate["env"]["MERGEGATE_GITHUB_TOKEN"] == "${{ inputs.token }}"
-
-
-def test_action_outputs_match_what_the_gate_writes() -> None:
-    from _gate_fakes import synthetic_run_report
-
-    from mergegate.gate.github import step_outputs
-
-    action = yaml.safe_load((ROOT / "action.yml").read_text())
-    written = set(step_outputs(synthetic_run_report(), report_path="r.json"))
-    declared = {re.search(r"outputs\.([\w-]+)", o["value"]).group(1) for o in action["outputs"].values()}
-    assert declared <= written
 
 
 def test_pre_commit_hook_manifest() -> None:
@@ -50,6 +22,7 @@ def test_pre_commit_hook_manifest() -> None:
     assert hook["id"] == "mergegate" and hook["stages"] == ["pre-push"]
     assert hook["entry"].startswith("mergegate run mergekit_config.yml")
     assert hook["language"] == "python" and hook["pass_filenames"] is False and hook["always_run"] is True
+    assert hook["minimum_pre_commit_version"] == "3.2.0"  # the `pre-push` stage name needs it
     for key in ("id", "name", "entry", "language"):
         assert hook[key]
 
@@ -62,22 +35,12 @@ def test_pre_commit_entry_parses_with_the_cli() -> None:
     assert args.config == "mergekit_config.yml" and args.limit == 200
 
 
-def test_example_workflow_uses_the_action() -> None:
-    workflow = yaml.safe_load((ROOT / "examples/workflows/mergegate.yml").read_text())
-    assert {"checks", "pull-requests"} <= set(workflow["permissions"])
-    steps = workflow["jobs"]["gate"]["steps"]
-    gate = next(s for s in steps if s.get("id") == "gate")
-    action_inputs = yaml.safe_load((ROOT / "action.yml").read_text())["inputs"]
-    assert set(gate["with"]) <= set(action_inputs)
-    assert any("mergegate push" in s.get("run", "") for s in steps)
-
-
 def test_example_policy_and_recipes() -> None:
     policy, _ = load_policy(ROOT / "examples/mergegate.yml")
     assert policy.require_pinned_revisions and policy.tolerance == 1.0
-    ties = load_recipe(ROOT / "examples/recipes/ties-pinned.yml")
+    ties = read_recipe(ROOT / "examples/recipes/ties-pinned.yml")
     assert ties.method == "ties" and all(r.is_hub and r.revision for r in ties.models)
-    local = parse_recipe((ROOT / "examples/recipes/linear-local.yml").read_text())
+    local = summarize_recipe((ROOT / "examples/recipes/linear-local.yml").read_text())
     assert not any(r.is_hub for r in local.models)
 
 
@@ -92,7 +55,7 @@ def test_demo_recipes_render_with_fleet_paths(tmp_path: Path) -> None:
 
     fleet = tmp_path / "fleet with space"
     for template, _ in DEMO_MERGES.values():
-        recipe = parse_recipe(render_recipe(template, fleet))
+        recipe = summarize_recipe(render_recipe(template, fleet))
         assert [r.path for r in recipe.models] == [str(fleet / "base"), str(fleet / "expert")]
         assert recipe.method == "linear"
 

@@ -36,7 +36,12 @@ def test_pass_writes_everything(tmp_path: Path) -> None:
     assert report.decision == "pass" and report.exit_code == 0
     # one audit call with every constituent and the merge, so prompts are shared
     assert len(calls) == 1
-    assert calls[0]["models"] == [str(tmp_path / "models/base"), str(tmp_path / "models/expert"), str(out)]
+    base, expert, merged = calls[0]["models"]
+    assert [base, expert] == [str(tmp_path / "models/base"), str(tmp_path / "models/expert")]
+    # the merge is audited where it is built: a sibling staging directory, swapped in afterwards
+    assert Path(merged).parent == tmp_path and Path(merged).name.startswith(".out.partial-")
+    assert not Path(merged).exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mergekit_config.yml", "models", "out"]
     assert calls[0]["limit"] == 100 and calls[0]["max_new_tokens"] == 48
     for name in ("README.md", "report.json", "mergegate_alignment.png", "model.safetensors",
                  "mergekit_config.yml"):
@@ -119,16 +124,29 @@ def test_merge_engine_config_error_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("failure", [AuditError("judge answered 'maybe'"), RuntimeError("CUDA OOM"),
                                      ValueError("bug")])
-def test_audit_failure_is_error_exit_3_and_no_card(tmp_path: Path, failure: Exception) -> None:
+def test_audit_failure_is_error_exit_3_and_keeps_previous_output(tmp_path: Path, failure: Exception) -> None:
+    from mergegate.gate.push import check_pushable
+
     recipe, out = write_recipe(tmp_path), tmp_path / "out"
     gate(recipe, out, 94)  # a previous passing run leaves a pass card and report
     assert "Passed" in (out / "README.md").read_text()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     report, _ = gate(recipe, out, audit_fn=fake_audit(ALIGN, fail=failure))
     assert report.decision == "error" and report.exit_code == 3
     assert report.error and report.error.stage == "audit"
-    assert not (out / "README.md").exists() and not (out / "mergegate_alignment.png").exists()
+    # every file the passing report vouches for is exactly as it was; the verdict moved aside
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.pop("report.previous.json") == before.pop("report.json")
     saved = load_report(out)
-    assert saved.decision == "error" and saved.files == {}
+    assert after.pop("report.json") != b"" and saved.decision == "error" and saved.files == {}
+    assert after == before
+    assert "report.previous.json" in saved.reasons[-1]
+    # nothing claims a pass: push refuses, and the kept verdict still matches the files it vouches for
+    assert "decision is 'error'" in check_pushable(out).problems[0]
+    previous = load_report(out / "report.previous.json")
+    assert previous.decision == "pass" and previous.files == hash_directory(
+        out, exclude=("report.json", "report.previous.json"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_bug_in_decision_is_error_not_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,4 +266,35 @@ def test_redact_covers_hf_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     token_file = tmp_path / "token"
     token_file.write_text("custom-login-token-xyz12345\n")
     monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
+    from huggingface_hub import constants  # read at import: what a process started with the variable sees
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     assert redact("auth custom-login-token-xyz12345 here") == "auth *** here"
+
+
+def test_lora_constituent_is_refused_by_name(tmp_path: Path) -> None:
+    """The merge engine applies model+adapter references; the gate cannot audit the adapted model,
+    and auditing the base alone would report on a model the merge did not use."""
+    recipe = write_recipe(tmp_path)
+    text = recipe.read_text().replace('models/expert"', 'models/expert+adapters/chat-lora"', 1)
+    recipe.write_text(text)
+    report, calls = gate(recipe, tmp_path / "out")
+    assert report.exit_code == 2 and report.error and report.error.stage == "config" and not calls
+    assert "LoRA adapter" in report.error.message and "expert+" in report.error.message
+
+
+def test_recipe_references_in_every_mergekit_form(tmp_path: Path) -> None:
+    from mergegate.merging.recipe import summarize_recipe
+
+    recipe = summarize_recipe(
+        "merge_method: linear\nbase_model: {model: {path: org/base, revision: abc}}\n"
+        "modules:\n  default:\n    models:\n"
+        "      - model: org/expert@v1+org/adapter@v2\n"
+        "      - model: {model: org/other, lora: {path: org/lora2}}\n")
+    by_raw = {r.raw: r for r in recipe.models}
+    assert by_raw["org/base@abc"].revision == "abc" and by_raw["org/base@abc"].adapter is None
+    lora = by_raw["org/expert@v1+org/adapter@v2"]
+    assert (lora.path, lora.revision, lora.adapter, lora.is_hub) == ("org/expert", "v1", "org/adapter@v2", True)
+    assert by_raw["org/other+org/lora2"].adapter == "org/lora2"

@@ -48,7 +48,10 @@ def test_heavy_expert_merge_blocked_light_merge_passes(toy_fleet: Path, tmp_path
     assert report.merged and report.merged.alignment < report.constituents[0].alignment
     card = ModelCard.load(out / "README.md")
     assert "⛔ **Blocked" in card.text and "below its best input" in card.text
-    assert card.data.base_model_relation == "merge"
+    meta = card.data.to_dict()  # local constituents and prompt files: nothing the Hub could link
+    assert "base_model" not in meta and "base_model_relation" not in meta and "model-index" not in meta
+    assert meta["mergegate"]["verdict"] == "blocked" and "mergegate:blocked" in meta["tags"]
+    assert str(ModelCard((out / "README.md").read_text())) == (out / "README.md").read_text()
     assert report.files["model.safetensors"]
 
     out = tmp_path / "light"
@@ -57,7 +60,13 @@ def test_heavy_expert_merge_blocked_light_merge_passes(toy_fleet: Path, tmp_path
     report = load_report(out)
     assert report.decision == "pass"
     assert "✅ **Passed" in (out / "README.md").read_text()
+    assert ModelCard.load(out / "README.md").data.to_dict()["mergegate"]["verdict"] == "pass"
     assert report.prompts and report.prompts.n == 100
+    # a real run's report (with its paired comparison) is what push verifies: it must vouch for itself
+    from mergegate.gate.push import check_pushable
+
+    assert report.gate and report.gate.paired is not None
+    assert check_pushable(out).ok, check_pushable(out).problems
 
 
 def test_broken_judge_is_an_error_without_a_card(toy_fleet: Path, tmp_path: Path) -> None:
@@ -66,10 +75,12 @@ def test_broken_judge_is_an_error_without_a_card(toy_fleet: Path, tmp_path: Path
     weights = judge / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
     out = tmp_path / "out"
+    # a malformed weight file is bad input (exit 2) naming the file (issue 9), not a crash
     assert main(["run", str(recipe(tmp_path, toy_fleet, "passes")), "--out", str(out),
-                 *audit_args(toy_fleet, judge)]) == 3
+                 *audit_args(toy_fleet, judge)]) == 2
     report = load_report(out)
     assert report.decision == "error" and report.error and report.error.stage == "audit"
+    assert "model.safetensors" in report.error.message and report.error.exit_code == 2
     assert not (out / "README.md").exists()
     assert report.files == {}
 

@@ -54,8 +54,9 @@ def test_shape_mismatch(pair, tmp_path):
 def test_vocab_mismatch_mentions_vocabulary(pair, tmp_path):
     base, e1, _ = pair
     _rewrite(e1, lambda s: s.__setitem__("model.embed_tokens.weight", torch.zeros(130, 64, dtype=torch.bfloat16)))
-    with pytest.raises(ModelFilesError, match="vocabulary sizes differ"):
+    with pytest.raises(ModelFilesError, match="the vocabularies differ") as exc:
         run_merge(_ta(base, e1), tmp_path / "out")
+    assert "tokenizer_source: union" in (exc.value.hint or "")
 
 
 def test_missing_tensor(pair, tmp_path):
@@ -154,15 +155,27 @@ def test_failed_merge_keeps_previous_output_intact(pair, tmp_path):
 # --- config errors: named field, exit code 2, before any model is touched -------------------------
 
 @pytest.mark.parametrize("config, field, message", [
-    ({"merge_method": "ties", "models": [{"model": "a/b"}], "base_model": "a/c", "bogus": 1}, "bogus", "unknown field"),
+    ({"merge_method": "linear", "modules": {"text": {"models": [{"model": "a/b"}]}, "vision": {"models": [
+        {"model": "a/b"}]}}}, "modules", "multi-module recipes are not supported"),
+    ({"merge_method": "linear", "modules": {"decoder": {"models": [{"model": "a/b"}]}}}, "modules.decoder",
+     "single-module form"),
+    ({"merge_method": "linear", "models": [{"model": "a/b"}], "modules": {"default": {"models": [{"model": "a/c"}]}}},
+     "modules", "exactly one of 'models', 'slices' or 'modules'"),
+    ({"merge_method": "linear", "models": [{"model": "a/b"}], "chat_template": "vicuna"}, "chat_template",
+     "invalid chat template"),
+    ({"merge_method": "linear", "models": [{"model": "a/b+c/d+e/f"}]}, "model", "exactly one '+'"),
+    ({"merge_method": "linear", "models": [{"model": "a/b"}], "tokenizer": {"source": "union",
+                                                                             "pad_to_multiple_of": 0}},
+     "pad_to_multiple_of", "positive"),
+    ({"merge_method": "linear", "models": [{"model": "a/b"}], "tokenizer": {"tokens": {"<x>": {"source": {
+        "kind": "model_token", "model": "a/b"}}}}}, "tokens", "exactly one of 'token_id' or 'token'"),
     ({"merge_method": "dare-ties", "models": [{"model": "a/b"}]}, "merge_method", "did you mean"),
     ({"merge_method": "linear", "models": [{"model": "a/b", "parameters": {"density": 1.5}}]}, "density", "[0, 1]"),
     ({"merge_method": "linear", "slices": [{"sources": [{"model": "a/b", "layer_range": [4, 2]}]}]}, "layer_range",
      "start < end"),
     ({"merge_method": "linear", "models": [{"model": "a/b"}], "dtype": "float8"}, "dtype", "unknown dtype"),
     ({"merge_method": "ties", "models": [{"model": "a/b"}]}, "", "needs a 'base_model'"),
-    ({"merge_method": "linear"}, "", "exactly one of 'models' or 'slices'"),
-    ({"merge_method": "linear", "models": [{"model": "a/b+lora/x"}]}, "model", "LoRA"),
+    ({"merge_method": "linear"}, "", "exactly one of 'models', 'slices' or 'modules'"),
     ({"merge_method": "linear", "slices": [{"sources": [{"model": "a/b", "layer_range": [0, 2]},
                                                         {"model": "a/c", "layer_range": [0, 3]}]}]},
      "slices", "same number of layers"),
@@ -175,11 +188,21 @@ def test_config_errors_name_the_field(config, field, message, tmp_path):
 
 
 def test_cli_exit_code_2_for_bad_config(tmp_path, capsys):
-    cfg = write_config({"merge_method": "linear", "models": [{"model": "a/b", "parameters": {"wieght": 1}}],
-                        "dytpe": "bfloat16"}, tmp_path / "bad.yml")
+    cfg = write_config({"merge_method": "linear", "models": [{"model": "a/b", "parameters": {"weight": 1}}],
+                        "dtype": "bfloat17"}, tmp_path / "bad.yml")
     assert main(["merge", str(cfg), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "bad.yml" in err and "dytpe" in err and "unknown field" in err
+    assert "bad.yml" in err and "dtype" in err and "bfloat17" in err
+
+
+def test_cli_warns_about_ignored_fields_and_names_them(tmp_path, capsys, caplog):
+    """mergekit ignores unknown keys; mergegate ignores them too but says which, with a did-you-mean."""
+    cfg = write_config({"merge_method": "linear", "models": [{"model": str(tmp_path / "nope"),
+                                                              "parameters": {"weight": 1}}],
+                        "dytpe": "bfloat16"}, tmp_path / "typo.yml")
+    assert main(["merge", str(cfg), "--dry-run"]) == 2  # the model is missing: ignored keys are no error
+    assert "nope" in capsys.readouterr().err
+    assert "typo.yml: 'dytpe': unknown field, ignored" in caplog.text and "did you mean 'dtype'" in caplog.text
 
 
 def test_cli_exit_code_2_for_bad_yaml(tmp_path, capsys):
@@ -210,6 +233,6 @@ def test_output_overlapping_an_input_is_refused(pair, where):
     base, e1, _ = pair
     before = (e1 / "model.safetensors").read_bytes()
     out = e1 if where == "same" else e1 / "merged"
-    with pytest.raises(InputError, match="overlaps the input model"):
+    with pytest.raises(InputError, match="refusing to write here: this (is|directory is inside) the input model"):
         run_merge(_ta(base, e1), out)
     assert (e1 / "model.safetensors").read_bytes() == before

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from mergegate.audit.batching import STATS
 from mergegate.merging import run_merge
-from mergegate.merging.weighting import optimize_recipe
+from mergegate.weighting import optimize_recipe
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_no_refusal_anywhere_is_an_input_error(fleet: Path) -> None:
 
 def _domain_ce(model_dir: Path, fleet: Path) -> float:
     from mergegate.audit.generators import load_causal_lm, load_tokenizer
-    from mergegate.merging.weighting.loss import encode_pairs, mean_ce
+    from mergegate.weighting.loss import encode_pairs, mean_ce
 
     rows = [json.loads(line) for line in (fleet / "prompts/domain.jsonl").read_text().splitlines()]
     tok = load_tokenizer(model_dir)

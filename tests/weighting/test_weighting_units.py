@@ -18,10 +18,10 @@ from mergegate.errors import ConfigError, InputError
 from mergegate.merging import plan_merge, run_merge
 from mergegate.merging.config import load_merge_config
 from mergegate.merging.random_models import LlamaShape, make_family
-from mergegate.merging.weighting import data as wdata
-from mergegate.merging.weighting.recombine import InMemoryMerger
-from mergegate.merging.weighting.search import build_genes, candidate_config, recipe_yaml
-from mergegate.merging.weighting.strategies import cocktail_values, softmax_weights
+from mergegate.weighting import data as wdata
+from mergegate.weighting.recombine import InMemoryMerger
+from mergegate.weighting.search import build_genes, candidate_config, recipe_yaml
+from mergegate.weighting.strategies import cocktail_values, softmax_weights
 
 SHAPE = LlamaShape(hidden=32, intermediate=64, layers=2, heads=2, kv_heads=1, vocab=64)
 
@@ -94,7 +94,7 @@ def test_softmax_and_cocktail_mapping() -> None:
     w = softmax_weights([1.0, 2.0], 1.0)
     assert w == pytest.approx([1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))])
     assert sum(softmax_weights([1000.0, 1001.0, 999.0], 0.5)) == pytest.approx(1.0)  # stable
-    from mergegate.merging.weighting.search import Gene
+    from mergegate.weighting.search import Gene
 
     genes = [Gene("weight", "x", 0, 1, 1.0), Gene("density", "x", 0.1, 1, 0.5)]
     assert cocktail_values(genes, {"b": 0.25, "x": 0.75}, "b") == [0.75, 0.5]
@@ -316,7 +316,7 @@ def test_beavertails_train_goes_through_datasets_pinned(monkeypatch: pytest.Monk
     ({"k": 0}, "k must be at least 1"),
 ])
 def test_bad_arguments(fam: dict[str, Path], kwargs: dict, match: str) -> None:
-    from mergegate.merging.weighting import optimize_recipe
+    from mergegate.weighting import optimize_recipe
 
     with pytest.raises(InputError, match=match):
         optimize_recipe(recipe(fam, "ties"), judge=KeywordJudge(), safety_prompts=["p"], expert_prompts=["q"],
@@ -324,7 +324,7 @@ def test_bad_arguments(fam: dict[str, Path], kwargs: dict, match: str) -> None:
 
 
 def test_method_without_weights_via_entry_point(fam: dict[str, Path]) -> None:
-    from mergegate.merging.weighting import optimize_recipe
+    from mergegate.weighting import optimize_recipe
 
     cfg = (f"merge_method: passthrough\nslices:\n  - sources:\n      - model: {fam['base']}\n"
            f"        layer_range: [0, 2]\n")
