@@ -29,17 +29,28 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+# A small process that runs the command and reports its rusage: a child forked from this process
+# would start with this process's memory high-water mark (Linux carries the parent's peak RSS into
+# ru_maxrss across fork/vfork + exec), so after building the models here every tool would "peak" at
+# this process's size. The launcher's own address space is fresh after its exec.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read()
+_, status, ru = os.wait4(proc.pid, 0)
+print(json.dumps({"wall": time.perf_counter() - start, "cpu": ru.ru_utime + ru.ru_stime, "peak_kib": ru.ru_maxrss,
+                  "rc": os.waitstatus_to_exitcode(status), "err": err.decode(errors="replace")[-2000:]}))
+"""
+
+
 def measure(cmd: list[str]) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS MiB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0:
-        err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r["rc"] != 0:
+        raise SystemExit(f"command failed ({r['rc']}): {' '.join(cmd)}\n{r['err']}")
+    return r["wall"], r["cpu"], r["peak_kib"] / 1024
 
 
 def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
@@ -77,6 +88,16 @@ def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
         "ramplus_tl": {"merge_method": "ramplus_tl", "base_model": b, "dtype": "bfloat16", "out_dtype": "bfloat16",
                        "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
     }
+
+
+def write_results(out: Path, params: int, repeats: int, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "params_per_model": params,
+        "repeats": repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "note": "both tools measured alternately in this one run; best wall and CPU time of the repeats, "
+                "largest peak RSS; load_avg = 1-minute load average before and after each method",
+        "rows": rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -132,6 +153,7 @@ def main() -> None:
                      "memory_ratio": round(ours_m / theirs_m, 3),
                      "load_avg": [round(load_before, 1), round(os.getloadavg()[0], 1)]})
         print(json.dumps(rows[-1]), file=sys.stderr)
+        write_results(Path(args.json), shape.num_params, args.repeats, rows)  # after each row: a cut run keeps its rows
 
     print(f"\n{shape.num_params / 1e6:.0f}M-parameter models x 4 (bf16), {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}; best of {args.repeats}\n")
@@ -142,10 +164,6 @@ def main() -> None:
         print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}× | "
               f"{r['cpu_ratio']:.2f}× | {r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | "
               f"{r['memory_ratio']:.2f}× |")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"params_per_model": shape.num_params, "repeats": args.repeats,
-                               "cpu_count": os.cpu_count(), "rows": rows}, indent=2) + "\n")
     if not args.models_dir:
         shutil.rmtree(work, ignore_errors=True)
 
