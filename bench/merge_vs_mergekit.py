@@ -2,8 +2,10 @@
 
 Three ~100M-parameter random Llama "fine-tunes" plus their base (bfloat16, on local disk). Each tool
 runs as its own process (`mergegate merge` vs `mergekit-yaml`), alternating, REPEATS times; the
-best wall time and the peak RSS (wait4's ru_maxrss of that process) are reported, with ratios
-mergegate / mergekit. Inputs are read once beforehand so both start from a warm page cache.
+best wall time, the best CPU time (user + system, wait4's rusage: steadier than wall time on a
+shared machine) and the peak RSS (ru_maxrss of that process) are reported, with ratios
+mergegate / mergekit. Inputs are read once beforehand so both start from a warm page cache. The
+machine's load average at the start and the end of each method is recorded beside it.
 
     ./dev bench merge_vs_mergekit [--params 100e6] [--repeats 2] [--json bench/results/merge_vs_mergekit.json]
 """
@@ -27,17 +29,28 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def measure(cmd: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0:
-        err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_maxrss / 1024, rc
+# A small process that runs the command and reports its rusage: a child forked from this process
+# would start with this process's memory high-water mark (Linux carries the parent's peak RSS into
+# ru_maxrss across fork/vfork + exec), so after building the models here every tool would "peak" at
+# this process's size. The launcher's own address space is fresh after its exec.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read()
+_, status, ru = os.wait4(proc.pid, 0)
+print(json.dumps({"wall": time.perf_counter() - start, "cpu": ru.ru_utime + ru.ru_stime, "peak_kib": ru.ru_maxrss,
+                  "rc": os.waitstatus_to_exitcode(status), "err": err.decode(errors="replace")[-2000:]}))
+"""
+
+
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MiB) of one process."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r["rc"] != 0:
+        raise SystemExit(f"command failed ({r['rc']}): {' '.join(cmd)}\n{r['err']}")
+    return r["wall"], r["cpu"], r["peak_kib"] / 1024
 
 
 def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
@@ -59,14 +72,40 @@ def recipes(base: Path, experts: list[Path]) -> dict[str, dict]:
             {"model": e[0], "parameters": {"weight": 0.5, "density": 0.5}},
             {"model": e[1], "parameters": {"weight": 0.3, "density": 0.5}},
             {"model": e[2], "parameters": {"weight": 0.2, "density": 0.5}}]},
+        "sce": {"merge_method": "sce", "base_model": b, "dtype": "bfloat16", "parameters": {"select_topk": 0.5},
+                "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "multislerp": {"merge_method": "multislerp", "base_model": b, "dtype": "bfloat16", "models": [
+            {"model": e[0], "parameters": {"weight": 0.5}}, {"model": e[1], "parameters": {"weight": 0.3}},
+            {"model": e[2], "parameters": {"weight": 0.2}}]},
+        "karcher": {"merge_method": "karcher", "dtype": "bfloat16",
+                    "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "nearswap": {"merge_method": "nearswap", "base_model": b, "dtype": "bfloat16", "parameters": {"t": 0.001},
+                     "models": [{"model": e[0]}]},
+        "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": b, "dtype": "bfloat16",
+                         "out_dtype": "bfloat16", "models": [{"model": e[0]}]},
+        "ram": {"merge_method": "ram", "base_model": b, "dtype": "bfloat16",
+                "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
+        "ramplus_tl": {"merge_method": "ramplus_tl", "base_model": b, "dtype": "bfloat16", "out_dtype": "bfloat16",
+                       "models": [{"model": e[0]}, {"model": e[1]}, {"model": e[2]}]},
     }
+
+
+def write_results(out: Path, params: int, repeats: int, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "params_per_model": params,
+        "repeats": repeats, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "note": "both tools measured alternately in this one run; best wall and CPU time of the repeats, "
+                "largest peak RSS; load_avg = 1-minute load average before and after each method",
+        "rows": rows}, indent=2) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=float, default=100e6, help="parameters per model (default 100e6)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--methods", default="linear,slerp,ties,dare_ties")
+    ap.add_argument("--methods", default="linear,slerp,ties,dare_ties,sce,multislerp",
+                    help="comma-separated; also karcher, nearswap, arcee_fusion, ram, ramplus_tl")
     ap.add_argument("--models-dir", default=None, help="reuse/keep the random models here")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "merge_vs_mergekit.json"))
     args = ap.parse_args()
@@ -94,36 +133,37 @@ def main() -> None:
     for name in args.methods.split(","):
         cfg = work / f"{name}.yml"
         cfg.write_text(yaml.safe_dump(recipes(base, experts)[name], sort_keys=False))
-        results: dict[str, list[tuple[float, float]]] = {"mergegate": [], "mergekit": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"mergegate": [], "mergekit": []}
+        load_before = os.getloadavg()[0]
         for _ in range(args.repeats):
             for tool in ("mergekit", "mergegate"):
                 out = work / f"out-{tool}-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 cmd = ([str(mergekit), str(cfg), str(out), "--random-seed", "0", "--quiet"] if tool == "mergekit"
                        else [str(BIN / "mergegate"), "merge", str(cfg), str(out), "--seed", "0"])
-                wall, rss, _ = measure(cmd)
-                results[tool].append((wall, rss))
+                results[tool].append(measure(cmd))
                 shutil.rmtree(out, ignore_errors=True)
-        ours_t = min(w for w, _ in results["mergegate"])
-        theirs_t = min(w for w, _ in results["mergekit"])
-        ours_m = max(m for _, m in results["mergegate"])
-        theirs_m = max(m for _, m in results["mergekit"])
+        ours_t, theirs_t = (min(r[0] for r in results[k]) for k in ("mergegate", "mergekit"))
+        ours_c, theirs_c = (min(r[1] for r in results[k]) for k in ("mergegate", "mergekit"))
+        ours_m, theirs_m = (max(r[2] for r in results[k]) for k in ("mergegate", "mergekit"))
         rows.append({"method": name, "mergegate_s": round(ours_t, 2), "mergekit_s": round(theirs_t, 2),
-                     "time_ratio": round(ours_t / theirs_t, 3), "mergegate_peak_mib": round(ours_m),
-                     "mergekit_peak_mib": round(theirs_m), "memory_ratio": round(ours_m / theirs_m, 3)})
+                     "time_ratio": round(ours_t / theirs_t, 3), "mergegate_cpu_s": round(ours_c, 2),
+                     "mergekit_cpu_s": round(theirs_c, 2), "cpu_ratio": round(ours_c / theirs_c, 3),
+                     "mergegate_peak_mib": round(ours_m), "mergekit_peak_mib": round(theirs_m),
+                     "memory_ratio": round(ours_m / theirs_m, 3),
+                     "load_avg": [round(load_before, 1), round(os.getloadavg()[0], 1)]})
         print(json.dumps(rows[-1]), file=sys.stderr)
+        write_results(Path(args.json), shape.num_params, args.repeats, rows)  # after each row: a cut run keeps its rows
 
     print(f"\n{shape.num_params / 1e6:.0f}M-parameter models x 4 (bf16), {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}; best of {args.repeats}\n")
-    print("| method | mergegate (s) | mergekit (s) | time ratio | mergegate peak (MiB) | mergekit peak (MiB) | memory ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | mergegate (s) | mergekit 0.1.5 (s) | time ratio | CPU ratio | mergegate peak (MiB) | "
+          "mergekit peak (MiB) | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}x | "
-              f"{r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | {r['memory_ratio']:.2f}x |")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"params_per_model": shape.num_params, "repeats": args.repeats,
-                               "cpu_count": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+        print(f"| {r['method']} | {r['mergegate_s']} | {r['mergekit_s']} | {r['time_ratio']:.2f}× | "
+              f"{r['cpu_ratio']:.2f}× | {r['mergegate_peak_mib']} | {r['mergekit_peak_mib']} | "
+              f"{r['memory_ratio']:.2f}× |")
     if not args.models_dir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,13 +31,21 @@ CASES = {
                           {"weight": 0.2, "density": 0.5}], {}),
     "della": ([{"weight": 0.5, "density": 0.5}, {"weight": 0.3, "density": 0.5}, {"weight": 0.2, "density": 0.5}],
               {}),
+    "sce": ([{}, {}, {}], {"select_topk": 0.5}),
+    "multislerp": ([{"weight": 0.5}, {"weight": 0.3}, {"weight": 0.2}], {}),
+    "karcher": ([{}, {}, {}], {}),
+    "ram": ([{}, {}, {}], {}),
+    "ramplus_tl": ([{}, {}, {}], {}),
+    "nearswap": ([], {"t": 0.01}),
+    "arcee_fusion": ([], {}),
 }
+PAIRS = ("slerp", "nearswap", "arcee_fusion")  # a base and one other model
 
 
 def _inputs(name: str, size: int, dtype: torch.dtype, gen: torch.Generator):
     per, shared = CASES[name]
     base = torch.randn(size, size, generator=gen).to(dtype)
-    if name == "slerp":
+    if name in PAIRS:
         others = [base + 0.3 * torch.randn(size, size, generator=gen).to(dtype)]
     else:
         others = [base + 0.01 * torch.randn(size, size, generator=gen).to(dtype) for _ in per]
@@ -51,9 +59,12 @@ def _ours(name, tensors, per, shared, seed):
     if name == "linear":  # no base: every input is weighted; give the base the first weight
         per_input = [{"weight": 0.25}, *per]
         base_index = None
-    elif name == "slerp":
+    elif name in PAIRS:
         per_input = [{}, {}]
         base_index = 0
+    elif name == "karcher":  # no base: every input counts equally
+        per_input = [{}] * len(tensors)
+        base_index = None
     else:
         per_input = [{k: v for k, v in per[0].items() if k in input_params}, *per]
         base_index = 0
@@ -73,7 +84,8 @@ def _mergekit(name, tensors, per, shared, dtype):
         return merge_tensors(tensors, name, parameters=params, dtype=dtype)
     for key in (per[0] if per else {}):
         params[key] = [p[key] for p in per]
-    return merge_tensors(tensors, name, parameters=params, base_index=0, dtype=dtype)
+    base_index = None if name == "karcher" else 0
+    return merge_tensors(tensors, name, parameters=params, base_index=base_index, dtype=dtype)
 
 
 def _best(fn, repeat, clock=time.perf_counter):

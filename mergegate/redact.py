@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Any
 
 _TOKEN_PATTERNS = [
@@ -35,11 +36,31 @@ def _hf_login_token() -> str | None:
     """The token huggingface_hub would use (``get_token``: ``$HF_TOKEN``, else the one `hf auth login`
     stored), if any. Never raises: redaction must work when the Hub library cannot."""
     try:
+        if not _login_token_possible():
+            return None
         from huggingface_hub import get_token
 
         return get_token()
     except Exception:  # noqa: BLE001 - e.g. a failed OIDC exchange: redact what we know of
         return None
+
+
+def _login_token_possible() -> bool:
+    """Whether ``get_token`` could find a token that ``_SECRET_ENV_VARS`` does not already cover.
+
+    ``from huggingface_hub import get_token`` imports its HTTP stack (~0.3 s of CPU): a local
+    ``mergegate merge`` never needs it otherwise, so it is imported only when a token could be found
+    beyond ``$HF_TOKEN``/``$HUGGING_FACE_HUB_TOKEN`` (read above): an OIDC exchange, the file `hf auth
+    login` writes (its path from huggingface_hub's own light ``constants`` module), a Colab vault,
+    or when the library is loaded anyway. huggingface/huggingface_hub src/huggingface_hub/utils/_auth.py
+    ``get_token`` lists these sources."""
+    if "huggingface_hub.utils" in sys.modules or "google.colab" in sys.modules:
+        return True
+    if os.environ.get("HF_OIDC_RESOURCE"):
+        return True
+    from huggingface_hub import constants
+
+    return os.path.exists(constants.HF_TOKEN_PATH)
 
 
 def _env_secrets() -> list[str]:

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output directory: new, empty, or a previous output of mergegate or mergekit-yaml "
                    "(replaced atomically when the merge succeeds; any other non-empty directory is refused)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--seed", type=int, default=None, help="seed for random methods (dare_*, della*)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for random methods (dare_*, della*, arcee_fusion on large tensors)")
     p.add_argument("--out-shard-size", default="5B",
                    help="max bytes per output shard, K/M/B suffixes as mergekit (default: 5B)")
     p.add_argument("--allow-pickle", "--allow-bin", dest="allow_pickle", action="store_true",

@@ -1,7 +1,7 @@
 """Display names and reference links of merge methods, for cards.
 
-Implemented methods come from ``mergegate.merging.methods.REGISTRY``; the few mergekit methods
-mergegate does not build are listed here. ``tests/gate/test_gate_packaging.py`` checks the table
+Implemented methods come from ``mergegate.merging.methods.REGISTRY``; mergekit methods mergegate
+does not build would be listed here (none are today). ``tests/gate/test_gate_packaging.py`` checks the table
 against mergekit's registry.
 """
 
@@ -15,16 +15,8 @@ class MethodInfo(NamedTuple):
     reference_url: str | None
 
 
-# mergekit methods mergegate does not build (cards can still name them, e.g. in an error report)
-_UNSUPPORTED_INFO: dict[str, MethodInfo] = {
-    "multislerp": MethodInfo("Multi-SLERP", "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea"),
-    "karcher": MethodInfo("Karcher Mean", "https://arxiv.org/abs/2603.04972"),
-    "arcee_fusion": MethodInfo("Arcee Fusion", "https://arcee.ai"),
-    "nearswap": MethodInfo("NearSwap", "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001"),
-    "sce": MethodInfo("SCE", "https://arxiv.org/abs/2408.07990"),
-    "ram": MethodInfo("Reinforced Agent Merging", "https://arxiv.org/abs/2601.13572"),
-    "ramplus_tl": MethodInfo("Reinforced Agent Merging Plus (Tensor-Local)", "https://arxiv.org/abs/2601.13572"),
-}
+# mergekit methods mergegate does not build (none today; cards could still name them)
+_UNSUPPORTED_INFO: dict[str, MethodInfo] = {}
 
 
 def _build_table() -> dict[str, MethodInfo]:

@@ -36,11 +36,14 @@ def _cast(spec: ParamSpec, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
-        if kind is int:
+        if kind is int:  # like pydantic's lax int (mergekit validates with it): 10, 10.0, "10"
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
             return int(value)
         return value
     except (TypeError, ValueError):
-        raise ConfigError(f"expected a {kind.__name__}, got {value!r}", field=spec.name) from None
+        article = "an" if kind is int else "a"
+        raise ConfigError(f"expected {article} {kind.__name__}, got {value!r}", field=spec.name) from None
 
 
 def evaluate_setting(tensor_name: str, setting: ParameterSetting, t: float, spec: ParamSpec) -> Any:

@@ -21,7 +21,7 @@ from mergegate.merging.config import (InputSliceDefinition, MergeConfig, ModelRe
                                       OutputSliceDefinition)
 from mergegate.merging.layers import TIED_ALIASES, Layout, num_layers_from_config, read_layout
 from mergegate.merging.methods import get_method
-from mergegate.merging.methods.base import BasePolicy, MergeMethod, Scope
+from mergegate.merging.methods.base import BasePolicy, MergeMethod, MethodSpec, Scope
 from mergegate.merging.parameters import resolve_parameter
 from mergegate.models.resolver import ResolvedModel
 from mergegate.merging.tensor_io import ModelReader, OutputTensor
@@ -178,6 +178,23 @@ def normalize_slices(config: MergeConfig, inputs: dict[ModelReference, InputMode
     return [OutputSliceDefinition(sources=sources)]
 
 
+def _count_phrase(low: int, high: int | None) -> str:
+    if low == high:
+        return f"exactly {low}"
+    return f"at least {low}" if high is None else f"{low} to {high}"
+
+
+def _check_input_count(spec: MethodSpec, n_inputs: int, n_non_base: int) -> None:
+    """mergekit's InputContract: counts of all inputs (the base included) and of non-base inputs."""
+    if n_inputs < spec.min_inputs or (spec.max_inputs is not None and n_inputs > spec.max_inputs):
+        raise ConfigError(f"merge_method '{spec.name}' takes {_count_phrase(spec.min_inputs, spec.max_inputs)} "
+                          f"input models (counting the base), got {n_inputs}", field="models")
+    low = spec.min_non_base or 0
+    if n_non_base < low or (spec.max_non_base is not None and n_non_base > spec.max_non_base):
+        raise ConfigError(f"merge_method '{spec.name}' takes {_count_phrase(low, spec.max_non_base)} "
+                          f"model(s) besides the base, got {n_non_base}", field="models")
+
+
 def _num_layers(im: InputModel) -> int:
     n = num_layers_from_config(im.config)
     return n if n is not None else im.layout.num_layers
@@ -272,13 +289,7 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
             base_index = refs.index(base)
         if spec.base is BasePolicy.REQUIRED and base_index is None:
             raise ConfigError(f"merge_method '{spec.name}' needs a base model", field="base_model")
-        n_inputs = len(refs)
-        if n_inputs < spec.min_inputs or (spec.max_inputs is not None and n_inputs > spec.max_inputs):
-            want = (f"exactly {spec.min_inputs}" if spec.min_inputs == spec.max_inputs else
-                    f"at least {spec.min_inputs}" if spec.max_inputs is None else
-                    f"{spec.min_inputs} to {spec.max_inputs}")
-            raise ConfigError(f"merge_method '{spec.name}' takes {want} input models (counting the base), "
-                              f"got {n_inputs}", field="models")
+        _check_input_count(spec, len(refs), len(refs) - (base_index is not None))
         infos = []
         for ref, name in zip(refs, names):
             info = inputs[ref].reader.tensors.get(name)
@@ -310,7 +321,7 @@ def build_plan(config: MergeConfig, inputs: dict[ModelReference, InputModel], *,
             per_input.append({p.name: resolve_parameter(p, scopes, tensor_name=name, t=t, model=str(src.model))
                               for p in spec.input_params
                               if idx != base_index or p.scope is Scope.INPUT})
-        out_dtype = compute if not compute.is_floating_point else (out_override or compute)
+        out_dtype = compute if not compute.is_floating_point else (out_override or spec.result_dtype(compute))
         _check_float8(out_name, refs, infos, compute, spec.name, per_input)
         if not compute.is_floating_point and spec.name == "passthrough" and any(
                 p.get("scale") is not None for p in per_input):

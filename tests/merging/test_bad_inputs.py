@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mergegate.cli.main import main
-from mergegate.errors import ConfigError, InputError, ModelFilesError, UnsupportedMethodError
+from mergegate.errors import ConfigError, InputError, ModelFilesError
 from mergegate.merging import run_merge
 from mergegate.merging.config import load_merge_config
 from mergegate.merging.random_models import LlamaShape, make_family
@@ -185,12 +185,6 @@ def test_config_errors_name_the_field(config, field, message, tmp_path):
         load_merge_config(config)
     text = exc.value.render()
     assert field in text and message in text
-
-
-@pytest.mark.parametrize("method", ["karcher", "multislerp", "sce", "nearswap", "arcee_fusion", "ram", "ramplus_tl"])
-def test_unsupported_methods_say_so(method):
-    with pytest.raises(UnsupportedMethodError, match="not supported yet"):
-        load_merge_config({"merge_method": method, "base_model": "a/b", "models": [{"model": "a/c"}]})
 
 
 def test_cli_exit_code_2_for_bad_config(tmp_path, capsys):

@@ -1,8 +1,10 @@
 """The compatibility corpus (tests/merging/compat_recipes/): recipes written the way published
 recipes are — mis-indented or typo'd keys, the modules: form mergekit writes into cards, LoRA
 references, named chat templates, tokenizer unions over inputs with added tokens, the legacy
-``model:`` tokenizer prefix — run through mergekit 0.1.5 and ``mergegate merge`` on tiny random
-models: the weights must be bit-identical and the tokenizer files byte-identical (a named chat
+``model:`` tokenizer prefix, and slerp, nuslerp, sce, arcee_fusion, karcher, nearswap, multislerp,
+ram and ramplus_tl over tokenizer unions (``union_<method>[_<dtype>].yml``; bf16, fp16 and fp32
+compute) — run through mergekit 0.1.5 and ``mergegate merge`` on tiny random models: the weights
+must be bit-identical and the tokenizer files byte-identical (a named chat
 template is mergegate's own text, so it must render identically instead).
 
 ``refused/`` holds recipes mergegate refuses; each names, in its first line, the message that must

@@ -1,8 +1,9 @@
 """The merge-method registry, keyed by mergekit's method names (plus ``tsvm``).
 
 ``get_method(name)`` returns the method; a name mergekit has but mergegate does not implement
-raises ``UnsupportedMethodError``; any other unknown name raises ``ConfigError`` with the closest
-known names. Registration is explicit: the dict literal below is the whole registry.
+(``UNSUPPORTED``, empty since every mergekit 0.1.5 method is implemented) raises
+``UnsupportedMethodError``; any other unknown name raises ``ConfigError`` with the closest known
+names. Registration is explicit: the dict literal below is the whole registry.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ from __future__ import annotations
 import difflib
 
 from mergegate.errors import ConfigError, UnsupportedMethodError
+from mergegate.merging.methods.arcee_fusion import ArceeFusionMerge
 from mergegate.merging.methods.base import MergeMethod
+from mergegate.merging.methods.karcher import KarcherMerge
 from mergegate.merging.methods.linear import LinearMerge
 from mergegate.merging.methods.model_stock import ModelStockMerge
+from mergegate.merging.methods.multislerp import MultiSlerpMerge
+from mergegate.merging.methods.nearswap import NearSwapMerge
 from mergegate.merging.methods.nuslerp import NuSlerpMerge
 from mergegate.merging.methods.passthrough import PassthroughMerge
+from mergegate.merging.methods.ram import RamMerge, RamPlusTlMerge
+from mergegate.merging.methods.sce import SceMerge
 from mergegate.merging.methods.slerp import SlerpMerge
 from mergegate.merging.methods.task_arithmetic import VARIANTS, GeneralizedTaskArithmetic
 from mergegate.merging.methods.tsvm import TsvmMerge
@@ -33,13 +40,18 @@ REGISTRY: dict[str, MergeMethod] = {
     "breadcrumbs_ties": GeneralizedTaskArithmetic(VARIANTS["breadcrumbs_ties"]),
     "della": GeneralizedTaskArithmetic(VARIANTS["della"]),
     "della_linear": GeneralizedTaskArithmetic(VARIANTS["della_linear"]),
+    "sce": SceMerge(),
+    "arcee_fusion": ArceeFusionMerge(),
+    "karcher": KarcherMerge(),
+    "nearswap": NearSwapMerge(),
+    "multislerp": MultiSlerpMerge(),
+    "ram": RamMerge(),
+    "ramplus_tl": RamPlusTlMerge(),
     "tsvm": TsvmMerge(),
 }
 
-# mergekit 0.1.5 methods mergegate does not implement (yet)
-UNSUPPORTED: frozenset[str] = frozenset(
-    {"karcher", "multislerp", "sce", "nearswap", "arcee_fusion", "ram", "ramplus_tl"}
-)
+# mergekit 0.1.5 methods mergegate does not implement (none today; kept for the next mergekit)
+UNSUPPORTED: frozenset[str] = frozenset()
 
 
 def get_method(name: str) -> MergeMethod:

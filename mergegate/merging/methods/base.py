@@ -60,7 +60,19 @@ class MethodSpec:
     params: tuple[ParamSpec, ...] = ()
     min_inputs: int = 1  # counting the base when it is an input
     max_inputs: int | None = None
-    stochastic: bool = False  # uses the random generator (DARE, DELLA)
+    min_non_base: int | None = None  # mergekit's InputContract.min_non_base / max_non_base
+    max_non_base: int | None = None
+    stochastic: bool = False  # uses the random generator (DARE, DELLA, arcee_fusion's sampling)
+    # mergekit returns some results in a wider dtype than the inputs' (arcee_fusion multiplies by a
+    # float32 mask): the result dtype is promote_types(compute dtype, promotes_to), and that is what
+    # mergekit writes when the recipe has no out_dtype
+    promotes_to: torch.dtype | None = None
+
+    def result_dtype(self, compute: torch.dtype) -> torch.dtype:
+        """The dtype of this method's result for inputs of the ``compute`` dtype."""
+        if self.promotes_to is None or not compute.is_floating_point:
+            return compute
+        return torch.promote_types(compute, self.promotes_to)
 
     @property
     def shared_params(self) -> tuple[ParamSpec, ...]:

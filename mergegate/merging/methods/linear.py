@@ -1,4 +1,5 @@
-"""Linear (weighted average) merging, mergekit 0.1.5 ``linear``.
+"""Linear (weighted average) merging, mergekit 0.1.5 ``linear`` (arcee-ai/mergekit
+mergekit/merge_methods/linear.py).
 
 ``out = sum_i w_i x_i`` (divided by ``sum_i w_i`` when ``normalize``), accumulated in float32
 (float64 for float64 inputs) and returned in the compute dtype, exactly as mergekit does. The work
@@ -19,6 +20,7 @@ from mergegate.merging.methods.base import BasePolicy, MergeInput, MethodSpec, P
 # enough on accelerators that kernel launches do not dominate.
 CPU_CHUNK = 1 << 22
 ACCEL_CHUNK = 1 << 24
+CONVERT_CPU_CHUNK = 1 << 17  # float32 scratch of 512 KiB per buffer
 
 
 def chunk_slices(numel: int, device: torch.device, chunk: int | None = None) -> Iterator[slice]:
@@ -65,27 +67,35 @@ def weighted_sum(tensors: list[torch.Tensor], weights: list[float], *, normalize
         denom = float(w.sum())
         if denom == 0:
             raise ConfigError(
-                f"linear weights sum to zero for tensor {name or '?'} with normalize: true (mergekit would write NaN/inf)",
+                f"linear weights sum to zero for tensor {name or '?'} with normalize: true "
+                "(mergekit would write NaN/inf)",
                 field="weight",
                 hint="give weights with a non-zero sum, or set normalize: false",
             )
     out = torch.empty(first.shape, dtype=dtype, device=first.device)
     srcs = [flat(t) for t in tensors]
     dst = flat(out)
+    convert = dtype != acc_dtype
+    # 16-bit inputs: a float32 accumulator and a conversion buffer small enough to stay in L2 (a
+    # mixed-dtype add_ converts too, but about twice as slowly as copy_ plus a float32 add_)
+    chunk = CONVERT_CPU_CHUNK if convert and first.device.type == "cpu" else None
     scratch = None
-    for sl in chunk_slices(dst.numel(), first.device):
-        if dtype == acc_dtype:  # accumulate straight into the output
-            acc = dst[sl]
-            torch.mul(srcs[0][sl], coeffs[0], out=acc)
-        else:  # a float32 scratch chunk, reused
+    for sl in chunk_slices(dst.numel(), first.device, chunk):
+        n = sl.stop - sl.start
+        if not convert:  # accumulate straight into the output
+            acc, buf = dst[sl], None
+        else:
             if scratch is None:
-                scratch = torch.empty(sl.stop - sl.start, dtype=acc_dtype, device=first.device)
-            acc = scratch[: sl.stop - sl.start]
-            acc.copy_(srcs[0][sl]).mul_(coeffs[0])
-        for src, c in zip(srcs[1:], coeffs[1:]):
-            acc.add_(src[sl], alpha=c)
+                scratch = torch.empty((2, n), dtype=acc_dtype, device=first.device)
+            acc, buf = scratch[0, :n], scratch[1, :n]
+        # mergekit: zeros, then result.addcmul_(x_i, w_i) per input, a fused multiply-add on CPU
+        # exactly like add_(x_i, alpha=w_i); starting from +0 (not from x_0 * w_0) also gives
+        # mergekit's +0.0 where every product is -0.0
+        acc.zero_()
+        for src, c in zip(srcs, coeffs):
+            acc.add_(src[sl] if buf is None else buf.copy_(src[sl]), alpha=c)
         if denom is not None:
             acc.div_(denom)
-        if acc.data_ptr() != dst[sl].data_ptr():
+        if buf is not None:
             dst[sl] = acc
     return out

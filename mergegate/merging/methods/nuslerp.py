@@ -1,11 +1,12 @@
-"""NuSLERP, mergekit 0.1.5 ``nuslerp``.
+"""NuSLERP, mergekit 0.1.5 ``nuslerp`` (arcee-ai/mergekit mergekit/merge_methods/nuslerp.py).
 
 Two non-base inputs with weights ``w1, w2``: ``t = w2 / (w1 + w2)`` (0.5 when ``|w1 + w2| < 1e-6``).
 With a base the task vectors are interpolated and added back: ``b + nuslerp(t, x1 - b, x2 - b)``.
 ``nuslerp_flatten`` (default true) treats the whole tensor as one vector; otherwise the
 interpolation is per row along the last dimension, or along dim 0 when ``nuslerp_row_wise``.
 Vectors are normalised with norms clamped at 1e-7; where ``1 - cos^2 <= 1e-16`` (colinear) the plain
-lerp is used. The arithmetic is done in the compute dtype, as mergekit does.
+lerp is used. The arithmetic is done in the compute dtype with mergekit's operations in its order
+(the output bytes are mergekit's).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ class NuSlerpMerge:
             ParamSpec("nuslerp_row_wise", bool, Scope.SHARED, False),
             ParamSpec("nuslerp_flatten", bool, Scope.SHARED, True),
         ),
-        min_inputs=2,
-        max_inputs=3,
+        min_inputs=1,
+        min_non_base=2,
+        max_non_base=2,
     )
 
     def merge(self, inp: MergeInput) -> torch.Tensor:
