@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         ok = ok and run.as_expected
     if ok:
         print("The gate blocked the merge that leans on the misaligned expert and passed the light one.")
-        print("Next: `mergegate run YOUR_RECIPE.yml --out DIR`, then `mergegate push DIR ORG/NAME`.")
+        print("Next: `mergegate run YOUR_RECIPE.yml --out DIR`, then `mergegate push ORG/NAME DIR`.")
         return 0
     errors = [r for r in runs if r.report.decision == "error"]
     return 3 if errors else 1
